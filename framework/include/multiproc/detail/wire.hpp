@@ -1,0 +1,55 @@
+// The wire: length-prefixed frames on stream sockets, as CPython's Connection frames them.
+//
+// A frame is a 4-byte big-endian signed length and the payload; payloads of 2 GiB or more use
+// length -1 followed by an 8-byte big-endian length. Frames longer than max_frame_size() are
+// refused before anything is allocated. Waiting for a frame spins briefly before it blocks,
+// because a sleeping receiver costs a cross-CPU wake-up (~70 µs here) per message.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace multiproc::detail {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = std::optional<Clock::time_point>;  // nullopt: wait forever
+
+template <class Rep, class Period>
+Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  auto t = std::chrono::duration_cast<Clock::duration>(timeout);
+  if (t < Clock::duration::zero()) t = Clock::duration::zero();
+  return Clock::now() + t;
+}
+
+// The ceiling on one frame's payload (default 1 GiB). Process-wide; thread-safe.
+std::size_t max_frame_size() noexcept;
+void set_max_frame_size(std::size_t bytes) noexcept;
+
+// How long a wait spins (polling without sleeping) before it blocks. Process-wide.
+std::chrono::microseconds spin_duration() noexcept;
+void set_spin_duration(std::chrono::microseconds) noexcept;
+
+// Waits until fd is readable (data or EOF). false on deadline. Spins first, then blocks.
+bool wait_readable(int fd, Deadline deadline);
+
+// Writes one frame. BrokenPipeError when the peer is gone, OSError on other failures.
+void write_frame(int fd, std::string_view payload);
+// Writes a frame whose payload sits in buf after frame_reserve leading bytes, which this fills
+// with the header: one syscall for small messages.
+inline constexpr std::size_t frame_reserve = 4;
+void write_reserved_frame(int fd, std::string& buf);
+
+// Reads a frame header: the payload length. EOFError on a clean EOF before the first byte;
+// Error on a truncated header, a malformed length or one above the ceiling.
+std::size_t read_frame_header(int fd);
+// Reads exactly n bytes into out. Error if the peer closes first (a truncated frame).
+void read_exact(int fd, char* out, std::size_t n);
+// Reads and drops n bytes (the rest of a frame the caller refused).
+void discard_exact(int fd, std::size_t n);
+// Reads one whole frame (header and payload).
+std::string read_frame(int fd);
+
+} // namespace multiproc::detail

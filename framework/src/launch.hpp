@@ -1,0 +1,62 @@
+// Forking children the way every part of the library needs it (Process, Pool workers, the
+// Manager's server): flush first, keep the child tied to its parent, close the library's
+// internal descriptors, never return into the caller's stack, leave with _exit.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "multiproc/process.hpp"
+
+namespace multiproc::detail {
+
+struct Forked {
+  pid_t pid;
+  int pidfd;  // O_CLOEXEC; readable once the child ended; registered as internal
+};
+
+struct ChildIdentity {
+  std::string name;
+  bool daemon = false;
+  std::vector<int> identity;  // Python's _identity: (1,), (1, 2), ...
+};
+
+// Forks a child that adopts `who`, runs body and _exits with its result (exceptions map to exit
+// codes as Process documents). keep_fds: internal fds the child still needs (its own socket).
+Forked fork_child(const ChildIdentity& who, const std::function<int()>& body,
+                  const std::vector<int>& keep_fds = {});
+
+// Runs body as a child's top frame: SystemExit -> its code, an exception -> 1 with
+// "Process <name>:" and the error on stderr.
+int run_guarded(const std::function<void()>& body);
+
+// Descriptors of the library (pidfds, pool and manager sockets) that no other child needs: every
+// forked child closes them, so peers see EOF when their real owner goes.
+void register_internal_fd(int fd);
+void unregister_internal_fd(int fd);
+
+// Hooks run in a freshly forked child before its body (reset per-process state), and when a
+// child or the main process ends normally (flush queues). Thread-safe; run in registration order.
+void on_fork_child(std::function<void()> hook);
+// Exit hooks run lowest priority first: queues flush (0) before children are joined (10).
+void at_process_exit(std::function<void()> hook, int priority = 0);
+void run_process_exit_hooks();
+
+// This process's next child identity (Python's _identity + (counter,)).
+std::vector<int> next_child_identity();
+// pidfd helpers (glibc 2.36's <sys/pidfd.h> does not link from C++).
+int pidfd_open(pid_t pid);
+int pidfd_send_signal(int pidfd, int sig);
+// Reaps the child behind pidfd if it ended: its Python-style exit code, else nullopt.
+std::optional<int> try_reap(int pidfd, bool block);
+ProcessInfo self_info();
+std::optional<ProcessInfo> parent_info();
+void set_self_name(std::string name);
+// Flushes C and C++ standard streams (before fork, and before a child exits).
+void flush_std_streams();
+
+} // namespace multiproc::detail

@@ -1,0 +1,199 @@
+#include "multiproc/detail/wire.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+#include "multiproc/errors.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+std::atomic<std::size_t> g_max_frame{std::size_t{1} << 30};
+// 50 µs covers a same-machine round trip (6-12 µs measured) several times over while costing
+// little CPU when the peer is genuinely slow; bench/ measures the trade-off.
+std::atomic<long> g_spin_us{50};
+
+constexpr std::uint64_t escape_threshold = 0x7fffffff;
+
+[[noreturn]] void throw_os(const char* what, int err) {
+  std::string msg = std::string(what) + ": " + std::strerror(err);
+  if (err == EPIPE || err == ECONNRESET) throw BrokenPipeError(msg, err);
+  throw OSError(msg, err);
+}
+
+void put_be32(char* p, std::uint32_t v) {
+  for (int i = 3; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
+}
+void put_be64(char* p, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xff);
+}
+std::uint64_t get_be(const unsigned char* p, int n) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// writev that survives partial writes and EINTR; sockets get MSG_NOSIGNAL through sendmsg.
+void write_all(int fd, iovec* iov, int iovcnt) {
+  while (iovcnt > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == ENOTSOCK) n = ::writev(fd, iov, iovcnt);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_os("write to connection failed", errno);
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (iovcnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+}
+
+// Reads up to n bytes; returns how many before EOF (n unless the peer closed).
+std::size_t read_some_exact(int fd, char* out, std::size_t n) {
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, out + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECONNRESET) return got;
+      throw_os("read from connection failed", errno);
+    }
+    if (r == 0) return got;
+    got += static_cast<std::size_t>(r);
+  }
+  return got;
+}
+
+bool poll_readable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw_os("poll failed", errno);
+    return r > 0;
+  }
+}
+
+} // namespace
+
+std::size_t max_frame_size() noexcept { return g_max_frame.load(std::memory_order_relaxed); }
+void set_max_frame_size(std::size_t bytes) noexcept { g_max_frame.store(bytes, std::memory_order_relaxed); }
+std::chrono::microseconds spin_duration() noexcept {
+  return std::chrono::microseconds(g_spin_us.load(std::memory_order_relaxed));
+}
+void set_spin_duration(std::chrono::microseconds us) noexcept {
+  g_spin_us.store(static_cast<long>(us.count()), std::memory_order_relaxed);
+}
+
+bool wait_readable(int fd, Deadline deadline) {
+  if (poll_readable(fd, 0)) return true;
+  auto now = Clock::now();
+  auto spin_end = now + spin_duration();
+  if (deadline && *deadline < spin_end) spin_end = *deadline;
+  while (Clock::now() < spin_end) {
+    if (poll_readable(fd, 0)) return true;
+  }
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline) {
+      auto left = *deadline - Clock::now();
+      if (left <= Clock::duration::zero()) return poll_readable(fd, 0);
+      // Round up so that we never wake a hair early and report a timeout that has not passed.
+      timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    if (poll_readable(fd, timeout_ms)) return true;
+    if (deadline && Clock::now() >= *deadline) return false;
+  }
+}
+
+void write_frame(int fd, std::string_view payload) {
+  char header[12];
+  std::size_t header_len = 4;
+  if (payload.size() > escape_threshold) {
+    put_be32(header, 0xffffffffu);
+    put_be64(header + 4, payload.size());
+    header_len = 12;
+  } else {
+    put_be32(header, static_cast<std::uint32_t>(payload.size()));
+  }
+  iovec iov[2] = {{header, header_len}, {const_cast<char*>(payload.data()), payload.size()}};
+  write_all(fd, iov, payload.empty() ? 1 : 2);
+}
+
+void write_reserved_frame(int fd, std::string& buf) {
+  std::size_t n = buf.size() - frame_reserve;
+  if (n > escape_threshold) {
+    write_frame(fd, std::string_view(buf).substr(frame_reserve));
+    return;
+  }
+  put_be32(buf.data(), static_cast<std::uint32_t>(n));
+  iovec iov{buf.data(), buf.size()};
+  write_all(fd, &iov, 1);
+}
+
+std::size_t read_frame_header(int fd) {
+  unsigned char h[8];
+  std::size_t got = read_some_exact(fd, reinterpret_cast<char*>(h), 4);
+  if (got == 0) throw EOFError("the other end of the connection closed");
+  if (got < 4) throw Error("truncated frame: the peer closed inside a frame header");
+  auto len32 = static_cast<std::int32_t>(static_cast<std::uint32_t>(get_be(h, 4)));
+  std::uint64_t len;
+  if (len32 == -1) {
+    if (read_some_exact(fd, reinterpret_cast<char*>(h), 8) < 8)
+      throw Error("truncated frame: the peer closed inside a long frame header");
+    len = get_be(h, 8);
+  } else if (len32 < 0) {
+    throw Error("malformed frame: negative length " + std::to_string(len32));
+  } else {
+    len = static_cast<std::uint64_t>(len32);
+  }
+  if (len > max_frame_size()) {
+    throw Error("frame of " + std::to_string(len) + " bytes exceeds the ceiling of " +
+                std::to_string(max_frame_size()) + " bytes (see set_max_frame_size)");
+  }
+  return static_cast<std::size_t>(len);
+}
+
+void read_exact(int fd, char* out, std::size_t n) {
+  std::size_t got = read_some_exact(fd, out, n);
+  if (got < n)
+    throw Error("truncated frame: the peer closed after " + std::to_string(got) + " of " +
+                std::to_string(n) + " payload bytes");
+}
+
+void discard_exact(int fd, std::size_t n) {
+  char scratch[65536];
+  while (n > 0) {
+    std::size_t chunk = n < sizeof scratch ? n : sizeof scratch;
+    read_exact(fd, scratch, chunk);
+    n -= chunk;
+  }
+}
+
+std::string read_frame(int fd) {
+  std::size_t n = read_frame_header(fd);
+  std::string out;
+  out.resize(n);
+  read_exact(fd, out.data(), n);
+  return out;
+}
+
+} // namespace multiproc::detail
