@@ -71,10 +71,7 @@ std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
     throw ValueError("message of " + std::to_string(n) + " bytes is longer than maxlength " +
                      std::to_string(*maxlength));
   }
-  std::string out;
-  out.resize(n);
-  detail::read_exact(fd, out.data(), n);
-  return out;
+  return detail::read_payload(fd, n);
 }
 
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t offset) {
@@ -84,8 +81,7 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
   detail::wait_readable(fd, std::nullopt);
   std::size_t n = detail::read_frame_header(fd);
   if (n > buf.size() - offset) {
-    std::string whole(n, '\0');
-    detail::read_exact(fd, whole.data(), n);
+    std::string whole = detail::read_payload(fd, n);
     throw BufferTooShort("message of " + std::to_string(n) + " bytes does not fit in " +
                              std::to_string(buf.size() - offset) + " bytes",
                          std::move(whole));

@@ -22,6 +22,8 @@ std::atomic<std::size_t> g_max_frame{std::size_t{1} << 30};
 std::atomic<long> g_spin_us{50};
 
 constexpr std::uint64_t escape_threshold = 0x7fffffff;
+// Payloads up to this size are allocated at once; larger ones grow as their bytes arrive.
+constexpr std::size_t eager_payload = std::size_t{16} << 20;
 
 [[noreturn]] void throw_os(const char* what, int err) {
   std::string msg = std::string(what) + ": " + std::strerror(err);
@@ -188,12 +190,18 @@ void discard_exact(int fd, std::size_t n) {
   }
 }
 
-std::string read_frame(int fd) {
-  std::size_t n = read_frame_header(fd);
+std::string read_payload(int fd, std::size_t n) {
   std::string out;
-  out.resize(n);
-  read_exact(fd, out.data(), n);
+  out.resize(n < eager_payload ? n : eager_payload);
+  read_exact(fd, out.data(), out.size());
+  while (out.size() < n) {
+    std::size_t have = out.size();
+    out.resize(n - have < have ? n : 2 * have);
+    read_exact(fd, out.data() + have, out.size() - have);
+  }
   return out;
 }
+
+std::string read_frame(int fd) { return read_payload(fd, read_frame_header(fd)); }
 
 } // namespace multiproc::detail

@@ -86,6 +86,13 @@ private:
 // A connected pair. duplex=false: (reader, writer), as Python's Pipe(False).
 std::pair<Connection, Connection> Pipe(bool duplex = true);
 
+namespace detail {
+// How long deliver_challenge/answer_challenge wait for the peer (default 10 s) before they give
+// up with AuthenticationError, so a silent client cannot stall a Listener. Process-wide.
+std::chrono::milliseconds handshake_timeout() noexcept;
+void set_handshake_timeout(std::chrono::milliseconds) noexcept;
+} // namespace detail
+
 namespace connection {
 
 // Timeout type of the functions below: any std::chrono duration converts to it.
@@ -98,6 +105,9 @@ std::vector<int> wait(const std::vector<int>& fds, Timeout timeout = {});
 
 // Python's Listener: accepts connections on a Unix socket path or "host:port". With an authkey
 // every accepted connection first passes CPython's HMAC challenge in both directions.
+// An address is "host:port" when it has no '/' and ends in ":<digits>" ("127.0.0.1:0",
+// "localhost:6000", "[::1]:0"); anything else is a Unix socket path (a leading '\0' makes it
+// abstract).
 // Not thread-safe; the socket is closed (and a Unix path removed) by close() or the destructor.
 class Listener {
 public:
@@ -129,7 +139,8 @@ public:
 };
 
 // The HMAC challenge/response of CPython's multiprocessing.connection (3.12's {digest} form,
-// and the legacy HMAC-MD5 form of <= 3.11 it falls back to). Throw AuthenticationError.
+// and the legacy HMAC-MD5 form of <= 3.11 it falls back to). Throw AuthenticationError, also
+// when the peer closes, sends garbage or stays silent past handshake_timeout().
 void deliver_challenge(Connection& conn, std::string_view authkey);
 void answer_challenge(Connection& conn, std::string_view authkey);
 

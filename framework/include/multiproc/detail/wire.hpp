@@ -47,6 +47,9 @@ void write_reserved_frame(int fd, std::string& buf);
 std::size_t read_frame_header(int fd);
 // Reads exactly n bytes into out. Error if the peer closes first (a truncated frame).
 void read_exact(int fd, char* out, std::size_t n);
+// Reads an n-byte payload. Memory grows with the bytes that actually arrive, so a header that
+// lies about its length cannot make us allocate up to the ceiling at once.
+std::string read_payload(int fd, std::size_t n);
 // Reads and drops n bytes (the rest of a frame the caller refused).
 void discard_exact(int fd, std::size_t n);
 // Reads one whole frame (header and payload).
