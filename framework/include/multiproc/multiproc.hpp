@@ -3,5 +3,6 @@
 
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
+#include "multiproc/logging.hpp"
 #include "multiproc/object.hpp"
 #include "multiproc/process.hpp"
