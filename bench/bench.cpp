@@ -1,0 +1,66 @@
+#include "bench.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace bench {
+
+int run_measure(int argc, char** argv, std::span<const Measure> measures) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s <measure> <n>\n", argv[0]);
+    return 2;
+  }
+  std::string_view name = argv[1];
+  char* end = nullptr;
+  long n = std::strtol(argv[2], &end, 10);
+  if (*end != '\0' || n <= 0) {
+    std::fprintf(stderr, "%s: n must be a positive integer, got '%s'\n", argv[0], argv[2]);
+    return 2;
+  }
+  for (const auto& m : measures) {
+    if (m.name != name) continue;
+    try {
+      double result = m.run(n);
+      std::printf("%.6g\n", result);
+      std::fflush(stdout);
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s %s: %s\n", argv[0], argv[1], e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "%s: no measure named '%s'\n", argv[0], argv[1]);
+  return 2;
+}
+
+std::uint64_t burn(std::uint64_t iters) {
+  std::uint64_t x = 88172645463325252ull;
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+long private_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  if (!in) throw std::runtime_error("cannot read /proc/" + std::to_string(pid) + "/smaps_rollup");
+  long total = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    long kib = 0;
+    fields >> key >> kib;
+    if (key == "Private_Clean:" || key == "Private_Dirty:") total += kib;
+  }
+  return total;
+}
+
+} // namespace bench

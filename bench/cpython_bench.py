@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""CPython's multiprocessing doing the same work as bench_ours, measure by measure.
+
+Usage: cpython_bench.py <measure> <n>  -- prints one number, in the measure's unit (see bench/run).
+Uses the fork start method, as the C++ library does.
+"""
+import multiprocessing as mp
+import os
+import sys
+import time
+
+WARMUP_ROUND_TRIPS = 100
+MIB = 1 << 20
+# Steps of burn() per task in pool_cpu_scaling: about 10 ms of one core here, like the C++ task.
+BURN_ITERS_PER_TASK = 50_000
+
+
+def echo(conn, rounds):
+    for _ in range(rounds):
+        conn.send(conn.recv())
+
+
+def round_trips(conn, rounds):
+    for i in range(rounds):
+        conn.send(i)
+        if conn.recv() != i:
+            raise RuntimeError("echo returned the wrong value")
+
+
+def pipe_roundtrip_small(n):
+    """µs per send + recv of a small int echoed by another process."""
+    parent, child = mp.Pipe()
+    p = mp.Process(target=echo, args=(child, WARMUP_ROUND_TRIPS + n))
+    p.start()
+    child.close()
+    round_trips(parent, WARMUP_ROUND_TRIPS)
+    start = time.perf_counter()
+    round_trips(parent, n)
+    elapsed = time.perf_counter() - start
+    p.join()
+    return elapsed / n * 1e6
+
+
+def drain_then_ack(conn, messages):
+    for _ in range(messages):
+        conn.recv_bytes()
+    conn.send(True)
+
+
+def pipe_bulk_1mib(n):
+    """GB/s of n 1 MiB send_bytes() until the receiving process has them all."""
+    parent, child = mp.Pipe()
+    p = mp.Process(target=drain_then_ack, args=(child, n))
+    p.start()
+    child.close()
+    payload = b"x" * MIB
+    start = time.perf_counter()
+    for _ in range(n):
+        parent.send_bytes(payload)
+    parent.recv()
+    elapsed = time.perf_counter() - start
+    p.join()
+    return n * MIB / elapsed / 1e9
+
+
+SENTINEL = -1
+
+
+def produce(q, count):
+    for i in range(count):
+        q.put(i)
+    q.put(SENTINEL)
+
+
+def consume(q):
+    while q.get() != SENTINEL:
+        pass
+
+
+def queue_1to1(n):
+    """Items/s from one producer process to the main process."""
+    q = mp.Queue()
+    start = time.perf_counter()
+    p = mp.Process(target=produce, args=(q, n))
+    p.start()
+    consume(q)
+    elapsed = time.perf_counter() - start
+    p.join()
+    return n / elapsed
+
+
+def queue_2to2(n):
+    """Items/s from two producer processes to two consumer processes, n items in all."""
+    q = mp.Queue()
+    start = time.perf_counter()
+    procs = [mp.Process(target=produce, args=(q, n // 2)) for _ in range(2)]
+    procs += [mp.Process(target=consume, args=(q,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return n / (time.perf_counter() - start)
+
+
+def nothing():
+    pass
+
+
+def process_start_join(n):
+    """µs per Process(nothing).start() + join()."""
+    start = time.perf_counter()
+    for _ in range(n):
+        p = mp.Process(target=nothing)
+        p.start()
+        p.join()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def square(x):
+    return x * x
+
+
+def timed_map(n, chunksize):
+    with mp.Pool() as pool:
+        pool.map(square, range(100))
+        start = time.perf_counter()
+        pool.map(square, range(n), chunksize)
+        return n / (time.perf_counter() - start)
+
+
+def pool_map_trivial(n):
+    """Tasks/s of Pool().map(square, range(n)) at the default chunksize."""
+    return timed_map(n, None)
+
+
+def pool_map_chunksize1(n):
+    """Tasks/s of Pool().map(square, range(n), chunksize=1)."""
+    return timed_map(n, 1)
+
+
+def pool_apply_async_roundtrip(n):
+    """µs per apply_async(square, (i,)).get(), one task in flight."""
+    with mp.Pool() as pool:
+        for i in range(WARMUP_ROUND_TRIPS):
+            pool.apply_async(square, (i,)).get()
+        start = time.perf_counter()
+        for i in range(n):
+            pool.apply_async(square, (i,)).get()
+        return (time.perf_counter() - start) / n * 1e6
+
+
+def dict_ops(d, n, conn):
+    start = time.perf_counter()
+    for i in range(n // 2):
+        d[i % 64] = i
+        d[i % 64]
+    conn.send(time.perf_counter() - start)
+
+
+def manager_dict_op(n):
+    """µs per d[k] = v or d[k] from a child process on a Manager().dict()."""
+    with mp.Manager() as manager:
+        d = manager.dict()
+        parent, child = mp.Pipe()
+        p = mp.Process(target=dict_ops, args=(d, n, child))
+        p.start()
+        elapsed = parent.recv()
+        p.join()
+        return elapsed / (n // 2 * 2) * 1e6
+
+
+def lock_uncontended(n):
+    """ns per acquire() + release() of an uncontended Lock."""
+    lock = mp.Lock()
+    acquire, release = lock.acquire, lock.release
+    start = time.perf_counter()
+    for _ in range(n):
+        acquire()
+        release()
+    return (time.perf_counter() - start) / n * 1e9
+
+
+def locked_increments(value, n):
+    for _ in range(n):
+        with value.get_lock():
+            value.value += 1
+
+
+def value_locked_increment_2proc(n):
+    """Increments/s when two processes each add n to a Value under its lock."""
+    value = mp.Value("l", 0)
+    start = time.perf_counter()
+    procs = [mp.Process(target=locked_increments, args=(value, n)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - start
+    if value.value != 2 * n:
+        raise RuntimeError("lost increments")
+    return 2 * n / elapsed
+
+
+def burn(iters):
+    x = 88172645463325252
+    mask = (1 << 64) - 1
+    for _ in range(iters):
+        x ^= (x << 13) & mask
+        x ^= x >> 7
+        x ^= (x << 17) & mask
+    return x
+
+
+def pool_cpu_scaling(n):
+    """Parallel efficiency of Pool(cpu_count()).map over n CPU-bound tasks against a serial loop."""
+    tasks = [BURN_ITERS_PER_TASK] * n
+    start = time.perf_counter()
+    expected = [burn(t) for t in tasks]
+    serial = time.perf_counter() - start
+    cores = os.cpu_count()
+    with mp.Pool(cores) as pool:
+        pool.map(square, range(cores))
+        start = time.perf_counter()
+        got = pool.map(burn, tasks)
+        parallel = time.perf_counter() - start
+    if got != expected:
+        raise RuntimeError("parallel results differ")
+    return serial / (cores * parallel)
+
+
+def private_kib(pid):
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Private_Clean", "Private_Dirty"):
+                total += int(rest.split()[0])
+    return total
+
+
+def worker_rss_kib(n):
+    """KiB of private memory of the largest Pool(2) worker after a map of n trivial tasks."""
+    with mp.Pool(2) as pool:
+        pool.map(square, range(n))
+        return max(private_kib(w.pid) for w in pool._pool)
+
+
+MEASURES = {
+    f.__name__: f
+    for f in (pipe_roundtrip_small, pipe_bulk_1mib, queue_1to1, queue_2to2, process_start_join,
+              pool_map_trivial, pool_map_chunksize1, pool_apply_async_roundtrip, manager_dict_op,
+              lock_uncontended, value_locked_increment_2proc, pool_cpu_scaling, worker_rss_kib)
+}
+
+
+def main(argv):
+    if len(argv) != 3 or argv[1] not in MEASURES or not argv[2].isdigit() or int(argv[2]) <= 0:
+        print(f"usage: {argv[0]} <{'|'.join(MEASURES)}> <n>", file=sys.stderr)
+        return 2
+    mp.set_start_method("fork")
+    print(f"{MEASURES[argv[1]](int(argv[2])):.6g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,15 @@
+#include <multiproc/multiproc.hpp>
+
+#include <vector>
+
+#include "ours.hpp"
+
+namespace mp = multiproc;
+
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
+  std::vector<bench::Measure> all;
+  for (auto part : {bench::connection_measures(), bench::process_measures()})
+    all.insert(all.end(), part.begin(), part.end());
+  return bench::run_measure(argc, argv, all);
+}
