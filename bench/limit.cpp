@@ -2,6 +2,7 @@
 // library at all (socketpairs, fork/_exit/waitpid, a process-shared pthread mutex). These are the
 // ceilings the library is judged against; see bench/run for which measure uses which.
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -65,17 +66,20 @@ void wait_child(pid_t pid) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("a child failed");
 }
 
-// Reads exactly n bytes; spins on non-blocking reads for `spin` before it blocks.
+// Reads exactly n bytes; spins on non-blocking reads for `spin`, yielding the CPU between
+// tries (as the library's wait does) so that a peer sharing this CPU can run, then blocks.
 void recv_exact(int fd, char* out, std::size_t n) {
   std::size_t got = 0;
   auto spin_end = Clock::now() + spin;
   while (got < n) {
-    int flags = Clock::now() < spin_end ? MSG_DONTWAIT : 0;
-    ssize_t r = ::recv(fd, out + got, n - got, flags);
+    bool spinning = Clock::now() < spin_end;
+    ssize_t r = ::recv(fd, out + got, n - got, spinning ? MSG_DONTWAIT : 0);
     if (r > 0) {
       got += static_cast<std::size_t>(r);
     } else if (r == 0) {
       throw std::runtime_error("peer closed");
+    } else if (errno == EAGAIN && spinning) {
+      ::sched_yield();
     } else if (errno != EAGAIN && errno != EINTR) {
       fail("recv");
     }

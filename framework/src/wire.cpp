@@ -1,6 +1,7 @@
 #include "multiproc/detail/wire.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -112,6 +113,9 @@ bool wait_readable(int fd, Deadline deadline) {
   if (deadline && *deadline < spin_end) spin_end = *deadline;
   while (Clock::now() < spin_end) {
     if (poll_readable(fd, 0)) return true;
+    // Lets a peer that shares this CPU run: without it, on a busy machine every message waits
+    // out the whole spin (bench/: 110 µs round trips instead of 10 µs when both share a CPU).
+    ::sched_yield();
   }
   for (;;) {
     int timeout_ms = -1;
