@@ -18,8 +18,19 @@ namespace multiproc::detail {
 namespace {
 
 std::atomic<std::size_t> g_max_frame{std::size_t{1} << 30};
-// 50 µs covers a same-machine round trip (6-12 µs measured) several times over while costing
-// little CPU when the peer is genuinely slow; bench/ measures the trade-off.
+// The spin length, measured with bench/spin_sweep.cpp: 5000 small-message round trips between
+// two processes that both spin, on this 2-core machine while other builds kept it busy; the
+// median round trip in µs over three rounds, with and without the sched_yield in the spin loop:
+//   spin (µs)                      0      5     10     20     50    100    200
+//   pinned apart, poll-only      40-47  10-56   8-9    8-10   7-10   8-11   8-10
+//   pinned apart, poll + yield   50-54  37-50   8-10   9-11   9-11   8-9    7-9
+//   unpinned, poll-only          14-44  21-23  33-35  54-56  114-117 219   419
+//   unpinned, poll + yield       12-15  12-16  11-15   9-15  11     11-17  10-15
+// Pinned to different CPUs, a receiver that blocks pays a ~45 µs wake-up; a spin of 10 µs or
+// more catches the reply, 5 µs does not. Unpinned on the busy machine the scheduler put both on
+// one CPU, where a plain spin only delays the peer (a round trip costs two whole spins); the
+// yield makes any length harmless there. 50 µs had the steadiest 90th percentile pinned
+// (11-13 µs, against up to 36-56 µs at 10-20 µs) and wastes at most 50 µs of CPU per wait.
 std::atomic<long> g_spin_us{50};
 
 constexpr std::uint64_t escape_threshold = 0x7fffffff;
