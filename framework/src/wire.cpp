@@ -166,6 +166,46 @@ void write_reserved_frame(int fd, std::string& buf) {
   write_all(fd, &iov, 1);
 }
 
+void append_frame(std::string& out, std::string_view payload) {
+  char header[12];
+  std::size_t header_len = 4;
+  if (payload.size() > escape_threshold) {
+    put_be32(header, 0xffffffffu);
+    put_be64(header + 4, payload.size());
+    header_len = 12;
+  } else {
+    put_be32(header, static_cast<std::uint32_t>(payload.size()));
+  }
+  out.append(header, header_len);
+  out.append(payload);
+}
+
+void write_bytes(int fd, std::string_view bytes) {
+  if (bytes.empty()) return;
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  write_all(fd, &iov, 1);
+}
+
+std::optional<FrameHeader> parse_frame_header(std::string_view bytes) {
+  if (bytes.size() < 4) return std::nullopt;
+  auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  auto len32 = static_cast<std::int32_t>(static_cast<std::uint32_t>(get_be(p, 4)));
+  FrameHeader h{4, 0};
+  if (len32 == -1) {
+    if (bytes.size() < 12) return std::nullopt;
+    h = {12, static_cast<std::size_t>(get_be(p + 4, 8))};
+  } else if (len32 < 0) {
+    throw Error("malformed frame: negative length " + std::to_string(len32));
+  } else {
+    h.payload_size = static_cast<std::size_t>(len32);
+  }
+  if (h.payload_size > max_frame_size()) {
+    throw Error("frame of " + std::to_string(h.payload_size) + " bytes exceeds the ceiling of " +
+                std::to_string(max_frame_size()) + " bytes (see set_max_frame_size)");
+  }
+  return h;
+}
+
 std::size_t read_frame_header(int fd) {
   unsigned char h[8];
   std::size_t got = read_some_exact(fd, reinterpret_cast<char*>(h), 4);

@@ -6,3 +6,6 @@
 #include "multiproc/logging.hpp"
 #include "multiproc/object.hpp"
 #include "multiproc/process.hpp"
+#include "multiproc/queues.hpp"
+#include "multiproc/sharedctypes.hpp"
+#include "multiproc/synchronize.hpp"

@@ -41,6 +41,17 @@ void write_frame(int fd, std::string_view payload);
 // with the header: one syscall for small messages.
 inline constexpr std::size_t frame_reserve = 4;
 void write_reserved_frame(int fd, std::string& buf);
+// Appends one frame (header and payload) to out, for writers that batch many frames per write.
+void append_frame(std::string& out, std::string_view payload);
+// Writes all of bytes (already framed). Errors as write_frame.
+void write_bytes(int fd, std::string_view bytes);
+// Parses a frame header at the start of bytes: {header length, payload length}, or nullopt when
+// bytes does not hold a whole header yet. Error on a malformed length or one above the ceiling.
+struct FrameHeader {
+  std::size_t header_size;
+  std::size_t payload_size;
+};
+std::optional<FrameHeader> parse_frame_header(std::string_view bytes);
 
 // Reads a frame header: the payload length. EOFError on a clean EOF before the first byte;
 // Error on a truncated header, a malformed length or one above the ceiling.

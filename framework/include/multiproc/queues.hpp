@@ -1,0 +1,168 @@
+// Queues between processes — Python's multiprocessing Queue, JoinableQueue and SimpleQueue.
+//
+// A queue is a mailbox over a Unix stream socket: items are MessagePack frames (detail/wire.hpp),
+// and a small control block in anonymous shared memory holds what every process must agree on —
+// a consumer lock, a producer lock (frames never interleave), the exact item count (maxsize is
+// enforced across processes), JoinableQueue's unfinished-task count, and a read-ahead buffer that
+// consumers fill in bulk (items in it still belong to the queue: any consumer takes them next).
+// A handle is a cheap copy; a copy passed to a Process, or inherited by any forked child, is the
+// same queue there. Every method is safe from any thread of any process.
+//
+// put() packs the item at the call site (an unpackable type does not compile; a packing error
+// throws there) and, for Queue, hands the frame to this process's feeder thread, which writes
+// pending frames in batches: an unbounded put never blocks. Nothing put is lost: items put before
+// close() + join_thread(), or before the process ends normally, are delivered, in order per
+// producer (cancel_join_thread() gives that up to exit without waiting, as in Python). A forked
+// child never re-sends its parent's pending items. get(timeout) never swallows an item: once
+// the first byte of a frame has arrived it is read whole. SimpleQueue has no feeder: put writes
+// directly. qsize(), empty() and full() are exact once the queue is quiet.
+// Timeouts: without one a call blocks; with one it waits at most that long (zero: only tries)
+// and throws Empty / Full. After close(), put and get throw ValueError in this process.
+// Destructor: when the last handle in a process goes, its pending items are flushed (unless
+// cancel_join_thread() was called) and its descriptors closed; the queue lives on in others.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/wire.hpp"
+#include "multiproc/errors.hpp"
+#include "multiproc/object.hpp"
+
+namespace multiproc {
+
+namespace detail {
+
+enum class queue_kind : unsigned char { queue, joinable, simple };
+struct QueueCore;
+
+// The untyped queue behind Queue<T>, JoinableQueue<T> and SimpleQueue<T>: packed items in,
+// packed items out.
+class QueueChannel {
+public:
+  QueueChannel(std::size_t maxsize, queue_kind kind);
+  // false when the queue stayed full until the deadline.
+  bool put(std::string_view packed, Deadline deadline);
+  // nullopt when nothing arrived by the deadline.
+  std::optional<std::string> get(Deadline deadline);
+  std::size_t qsize() const;
+  bool empty() const;
+  bool full() const;
+  void close();
+  void join_thread();
+  void cancel_join_thread();
+  void task_done();
+  bool join(Deadline deadline);
+
+private:
+  std::shared_ptr<QueueCore> core_;
+};
+
+// Packs value into a per-thread scratch buffer, reused so that small puts do not allocate.
+template <class T>
+std::string_view pack_scratch(const T& value) {
+  static thread_local Buffer scratch;
+  constexpr std::size_t keep_at_most = std::size_t{1} << 20;
+  if (scratch.data.capacity() > keep_at_most) scratch.data = std::string();
+  scratch.data.clear();
+  pack_into(scratch, value);
+  return scratch.data;
+}
+
+} // namespace detail
+
+template <class T>
+class Queue {
+public:
+  // maxsize 0: unbounded.
+  explicit Queue(std::size_t maxsize = 0) : Queue(maxsize, detail::queue_kind::queue) {}
+
+  // Blocks while the queue is full.
+  void put(const T& item) { put_until(item, std::nullopt); }
+  // Full when the queue stays full for timeout.
+  template <class Rep, class Period>
+  void put(const T& item, std::chrono::duration<Rep, Period> timeout) {
+    put_until(item, detail::deadline_after(timeout));
+  }
+  void put_nowait(const T& item) { put_until(item, detail::Clock::now()); }
+
+  // Blocks until an item arrives. TypeError if it does not decode as a T (it is consumed).
+  T get() { return *get_until(std::nullopt); }
+  // Empty when nothing arrives within timeout.
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    auto item = get_until(detail::deadline_after(timeout));
+    if (!item) throw Empty("queue.get: no item arrived before the timeout");
+    return std::move(*item);
+  }
+  T get_nowait() {
+    auto item = try_get();
+    if (!item) throw Empty("queue.get_nowait: the queue is empty");
+    return std::move(*item);
+  }
+  // The next item if one is there now.
+  std::optional<T> try_get() { return get_until(detail::Clock::now()); }
+
+  std::size_t qsize() const { return channel_.qsize(); }
+  bool empty() const { return channel_.empty(); }
+  bool full() const { return channel_.full(); }
+
+  // No more puts from this process; the feeder exits once it has written what is pending.
+  void close() { channel_.close(); }
+  // Waits until the feeder has written everything this process put. ValueError before close().
+  void join_thread() { channel_.join_thread(); }
+  // This process will not wait for its pending items at exit (they may be lost).
+  void cancel_join_thread() { channel_.cancel_join_thread(); }
+
+protected:
+  Queue(std::size_t maxsize, detail::queue_kind kind) : channel_(maxsize, kind) {}
+
+  void put_until(const T& item, detail::Deadline deadline) {
+    if (!channel_.put(detail::pack_scratch(item), deadline)) throw Full("queue.put: the queue is full");
+  }
+  std::optional<T> get_until(detail::Deadline deadline) {
+    auto packed = channel_.get(deadline);
+    if (!packed) return std::nullopt;
+    return detail::decode<T>(*packed);
+  }
+
+  detail::QueueChannel channel_;
+};
+
+template <class T>
+class JoinableQueue : public Queue<T> {
+public:
+  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(maxsize, detail::queue_kind::joinable) {}
+
+  // Marks one item taken by get() as processed. ValueError when called more times than items
+  // were put.
+  void task_done() { this->channel_.task_done(); }
+  // Blocks until every item put (by any process) has been marked done.
+  void join() { this->channel_.join(std::nullopt); }
+  // As join(), at most timeout; true when every item was done.
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return this->channel_.join(detail::deadline_after(timeout));
+  }
+};
+
+template <class T>
+class SimpleQueue {
+public:
+  SimpleQueue() : channel_(0, detail::queue_kind::simple) {}
+  // Writes the item at once (blocks only while the socket is full).
+  void put(const T& item) { channel_.put(detail::pack_scratch(item), std::nullopt); }
+  T get() { return detail::decode<T>(*channel_.get(std::nullopt)); }
+  bool empty() const { return channel_.empty(); }
+  void close() { channel_.close(); }
+
+private:
+  detail::QueueChannel channel_;
+};
+
+} // namespace multiproc

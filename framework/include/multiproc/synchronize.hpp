@@ -1,0 +1,210 @@
+// Synchronization primitives across processes — Python's multiprocessing.synchronize: Lock,
+// RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier.
+//
+// Each object lives in anonymous shared memory (detail/shm.hpp), so a handle is a cheap copy and
+// a copy passed to a Process (or inherited by any forked child) is the same object there; the
+// kernel frees it when the last process holding it exits, and nothing appears in /dev/shm.
+// Locks are robust process-shared mutexes: when a holder dies (even by SIGKILL) the next acquirer
+// gets the lock, with the protected data as the dead holder left it. Waiting is done on shared
+// futex words, with a deadline on every blocking call: `acquire()` blocks, `acquire(timeout)`
+// waits at most timeout (zero: just tries) and returns false when it could not.
+// Lock, RLock and Condition meet the C++ Lockable requirements (std::lock_guard,
+// std::unique_lock, std::scoped_lock). All methods are safe from any thread of any process.
+// Misuse — releasing what the caller does not hold, over-releasing a BoundedSemaphore, waiting on
+// or notifying a Condition without holding its lock — throws ValueError.
+// A lock is owned by a thread: unlike Python's Lock, another thread cannot release it.
+// Destructor: drops this handle only; the object lives on while any process holds a copy.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "multiproc/detail/wire.hpp"
+
+namespace multiproc {
+
+namespace detail {
+struct LockState;
+struct RLockState;
+struct SemaphoreState;
+struct ConditionState;
+struct EventState;
+struct BarrierState;
+} // namespace detail
+
+// Timeout type of wait_for: any std::chrono duration converts to it.
+using OptionalTimeout = std::optional<std::chrono::duration<double>>;
+
+// Python's Lock: not reentrant (acquiring it again from the holder blocks until the timeout).
+class Lock {
+public:
+  Lock();
+  void acquire() { acquire_until(std::nullopt); }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire_until(detail::deadline_after(timeout));
+  }
+  bool try_acquire();
+  void release();  // ValueError when the calling thread does not hold it
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return try_acquire(); }
+  bool acquire_until(detail::Deadline deadline);
+
+private:
+  std::shared_ptr<detail::LockState> state_;
+};
+
+// Python's RLock: its owner may acquire it again; each acquire needs a release.
+class RLock {
+public:
+  RLock();
+  void acquire() { acquire_until(std::nullopt); }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire_until(detail::deadline_after(timeout));
+  }
+  bool try_acquire();
+  void release();  // ValueError when the calling thread does not own it
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return try_acquire(); }
+  bool acquire_until(detail::Deadline deadline);
+  bool is_owned() const;  // whether the calling thread owns it
+
+private:
+  friend class Condition;
+  int release_all();              // drops every level the owner holds; returns how many
+  void restore(int levels);       // takes the lock back with that many levels
+  std::shared_ptr<detail::RLockState> state_;
+};
+
+// Python's Semaphore: a shared counter; acquire waits while it is zero.
+class Semaphore {
+public:
+  explicit Semaphore(int value = 1);
+  void acquire() { acquire_until(std::nullopt); }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire_until(detail::deadline_after(timeout));
+  }
+  bool try_acquire();
+  void release();
+  int get_value() const;
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return try_acquire(); }
+  bool acquire_until(detail::Deadline deadline);
+
+protected:
+  Semaphore(int value, int bound);
+
+private:
+  std::shared_ptr<detail::SemaphoreState> state_;
+};
+
+// Python's BoundedSemaphore: release above the initial value throws ValueError.
+class BoundedSemaphore : public Semaphore {
+public:
+  explicit BoundedSemaphore(int value = 1) : Semaphore(value, value) {}
+};
+
+// Python's Condition over an RLock (a fresh one by default). wait() releases every recursion
+// level of the lock while it sleeps and restores them before it returns, as Python does.
+class Condition {
+public:
+  explicit Condition(std::optional<RLock> lock = {});
+  void acquire() { lock_.acquire(); }
+  template <class Rep, class Period>
+  bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return lock_.acquire(timeout);
+  }
+  void release() { lock_.release(); }
+  void lock() { lock_.acquire(); }
+  void unlock() { lock_.release(); }
+  bool try_lock() { return lock_.try_acquire(); }
+
+  // Waits for a notify (the caller must hold the lock: ValueError otherwise). The timed form
+  // returns false on timeout. Like Python's, a wait may occasionally return without a notify;
+  // wait_for() re-checks its predicate.
+  void wait() { wait_until(std::nullopt); }
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(detail::deadline_after(timeout));
+  }
+  // Waits until pred() holds or the timeout passes; returns the last value of pred().
+  template <class Pred>
+  bool wait_for(Pred pred, OptionalTimeout timeout = {}) {
+    detail::Deadline deadline;
+    if (timeout) deadline = detail::deadline_after(*timeout);
+    bool result = pred();
+    while (!result) {
+      if (deadline && detail::Clock::now() >= *deadline) break;
+      wait_until(deadline);
+      result = pred();
+    }
+    return result;
+  }
+  // Wakes up to n waiters (all of them). The caller must hold the lock: ValueError otherwise.
+  void notify(int n = 1);
+  void notify_all();
+  bool wait_until(detail::Deadline deadline);
+
+private:
+  RLock lock_;
+  std::shared_ptr<detail::ConditionState> state_;
+};
+
+// Python's Event: a flag that wait() waits for.
+class Event {
+public:
+  Event();
+  void set();
+  void clear();
+  bool is_set() const;
+  void wait() { wait_until(std::nullopt); }
+  // true when the flag is set (at once or within timeout).
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(detail::deadline_after(timeout));
+  }
+  bool wait_until(detail::Deadline deadline);
+
+private:
+  std::shared_ptr<detail::EventState> state_;
+};
+
+// Python's Barrier: `parties` waiters meet, then all go on. wait() returns a distinct index in
+// [0, parties); the last to arrive runs `action` first. A timeout, abort(), or an action that
+// throws breaks the barrier: every waiter, current and future, gets BrokenBarrierError until
+// reset(). The action is a copy in each process: it runs in whichever process arrives last.
+class Barrier {
+public:
+  Barrier(int parties, std::function<void()> action = {}, OptionalTimeout timeout = {});
+  int wait();  // with the default timeout given at construction
+  template <class Rep, class Period>
+  int wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(detail::deadline_after(timeout));
+  }
+  void reset();
+  void abort();
+  int parties() const { return parties_; }
+  int n_waiting() const;
+  bool broken() const;
+  int wait_until(detail::Deadline deadline);
+
+private:
+  void release_all_waiting();
+  void wait_for_release(detail::Deadline deadline);
+  void leave();
+  void break_barrier();
+  int parties_;
+  std::function<void()> action_;
+  OptionalTimeout timeout_;
+  Condition cond_;
+  std::shared_ptr<detail::BarrierState> state_;
+};
+
+} // namespace multiproc

@@ -1,0 +1,100 @@
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "multiproc/detail/shm.hpp"
+#include "multiproc/errors.hpp"
+#include "shm_primitives.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+[[noreturn]] void throw_errno(const char* what, int err) {
+  throw OSError(std::string(what) + ": " + std::strerror(err), err);
+}
+
+// Deadlines are steady_clock points, which libstdc++ keeps on CLOCK_MONOTONIC: the clock
+// FUTEX_WAIT_BITSET and pthread_mutex_clocklock take absolute times on.
+timespec to_timespec(Clock::time_point t) {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  if (ns < 0) ns = 0;
+  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+
+lock_result after_lock(pthread_mutex_t& m, int r) {
+  switch (r) {
+    case 0:
+      return lock_result::acquired;
+    case EOWNERDEAD:
+      // The previous holder died holding it; what it protected is as it left it (Python's
+      // semantics for a killed holder), and the lock itself is usable again.
+      pthread_mutex_consistent(&m);
+      return lock_result::acquired;
+    case ETIMEDOUT:
+    case EBUSY:
+      return lock_result::timed_out;
+    case EDEADLK:
+      return lock_result::already_owned;
+    default:
+      throw_errno("locking a process-shared mutex failed", r);
+  }
+}
+
+} // namespace
+
+std::shared_ptr<void> map_shared(std::size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno("mapping shared memory failed", errno);
+  return std::shared_ptr<void>(p, [bytes](void* q) { ::munmap(q, bytes); });
+}
+
+void init_robust_mutex(pthread_mutex_t& m, mutex_kind kind) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutexattr_settype(&attr,
+                            kind == mutex_kind::errorcheck ? PTHREAD_MUTEX_ERRORCHECK : PTHREAD_MUTEX_NORMAL);
+  int r = pthread_mutex_init(&m, &attr);
+  pthread_mutexattr_destroy(&attr);
+  if (r != 0) throw_errno("initializing a process-shared mutex failed", r);
+}
+
+lock_result lock_robust(pthread_mutex_t& m, Deadline deadline) {
+  if (!deadline) return after_lock(m, pthread_mutex_lock(&m));
+  timespec ts = to_timespec(*deadline);
+  for (;;) {
+    int r = pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &ts);
+    if (r != EINTR) return after_lock(m, r);
+  }
+}
+
+lock_result try_lock_robust(pthread_mutex_t& m) { return after_lock(m, pthread_mutex_trylock(&m)); }
+
+bool unlock_robust(pthread_mutex_t& m) noexcept { return pthread_mutex_unlock(&m) == 0; }
+
+bool futex_wait(FutexWord& word, std::uint32_t expected, Deadline deadline) {
+  timespec ts{};
+  timespec* abs = nullptr;
+  if (deadline) {
+    ts = to_timespec(*deadline);
+    abs = &ts;
+  }
+  // No FUTEX_PRIVATE_FLAG: the word is shared between processes.
+  long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, abs,
+                     nullptr, FUTEX_BITSET_MATCH_ANY);
+  return !(r == -1 && errno == ETIMEDOUT);
+}
+
+void futex_wake(FutexWord& word, int count) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+} // namespace multiproc::detail

@@ -1,0 +1,357 @@
+#include "multiproc/synchronize.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <mutex>
+
+#include "multiproc/detail/shm.hpp"
+#include "multiproc/errors.hpp"
+#include "shm_primitives.hpp"
+
+namespace multiproc {
+
+namespace detail {
+
+struct LockState {
+  LockState() { init_robust_mutex(mutex, mutex_kind::normal); }
+  pthread_mutex_t mutex;
+};
+
+// errorcheck: trylock by the owner answers EDEADLK, which is how ownership is told apart from a
+// holder that died (the kernel clears a dead holder's id from the mutex, not from our fields).
+struct RLockState {
+  RLockState() { init_robust_mutex(mutex, mutex_kind::errorcheck); }
+  pthread_mutex_t mutex;
+  int count = 0;  // recursion levels; written only by the owner
+};
+
+struct SemaphoreState {
+  SemaphoreState(int initial, int max) : value(initial), bound(max) {}
+  std::atomic<int> value;
+  const int bound;  // 0: unbounded
+  WaitChannel channel;
+};
+
+// Waiters and pending wake-ups share one 64-bit word (sleepers << 32 | signals), so notify can
+// turn sleepers into signals, and a timed-out waiter can leave or take a signal, atomically.
+struct ConditionState {
+  std::atomic<std::uint64_t> tickets{0};
+  FutexWord seq{0};
+};
+
+struct EventState {
+  std::atomic<std::uint32_t> flag{0};
+  WaitChannel channel;
+};
+
+// Python's threading.Barrier state machine: filling, draining after a release, resetting while
+// waiters leave, broken.
+enum class barrier_phase : int { filling = 0, draining = 1, resetting = -1, broken = -2 };
+// Written under the barrier's lock; atomic so that n_waiting() and broken() may read unlocked.
+struct BarrierState {
+  std::atomic<barrier_phase> phase{barrier_phase::filling};
+  std::atomic<int> count{0};  // waiters inside wait()
+};
+
+} // namespace detail
+
+namespace {
+constexpr std::uint64_t one_sleeper = std::uint64_t{1} << 32;
+constexpr std::uint64_t signal_mask = one_sleeper - 1;
+} // namespace
+
+// --- Lock -------------------------------------------------------------------------------------
+
+Lock::Lock() : state_(detail::make_shared_object<detail::LockState>()) {}
+
+bool Lock::acquire_until(detail::Deadline deadline) {
+  return detail::lock_robust(state_->mutex, deadline) == detail::lock_result::acquired;
+}
+
+bool Lock::try_acquire() { return detail::try_lock_robust(state_->mutex) == detail::lock_result::acquired; }
+
+void Lock::release() {
+  if (!detail::unlock_robust(state_->mutex))
+    throw ValueError("release of a Lock that the calling thread does not hold");
+}
+
+// --- RLock ------------------------------------------------------------------------------------
+
+RLock::RLock() : state_(detail::make_shared_object<detail::RLockState>()) {}
+
+bool RLock::acquire_until(detail::Deadline deadline) {
+  auto& s = *state_;
+  auto r = detail::try_lock_robust(s.mutex);
+  if (r == detail::lock_result::already_owned) {
+    ++s.count;
+    return true;
+  }
+  if (r == detail::lock_result::timed_out) r = detail::lock_robust(s.mutex, deadline);
+  if (r != detail::lock_result::acquired) return false;
+  s.count = 1;
+  return true;
+}
+
+bool RLock::try_acquire() { return acquire_until(detail::Clock::now()); }
+
+bool RLock::is_owned() const {
+  auto& s = *state_;
+  switch (detail::try_lock_robust(s.mutex)) {
+    case detail::lock_result::already_owned:
+      return true;
+    case detail::lock_result::acquired:
+      detail::unlock_robust(s.mutex);
+      return false;
+    default:
+      return false;
+  }
+}
+
+void RLock::release() {
+  auto& s = *state_;
+  switch (detail::try_lock_robust(s.mutex)) {
+    case detail::lock_result::already_owned:
+      if (--s.count == 0) detail::unlock_robust(s.mutex);
+      return;
+    case detail::lock_result::acquired:
+      detail::unlock_robust(s.mutex);
+      throw ValueError("release of an RLock that is not acquired");
+    default:
+      throw ValueError("release of an RLock owned by another thread or process");
+  }
+}
+
+int RLock::release_all() {
+  auto& s = *state_;
+  int levels = s.count;
+  s.count = 0;
+  detail::unlock_robust(s.mutex);
+  return levels;
+}
+
+void RLock::restore(int levels) {
+  detail::lock_robust(state_->mutex, std::nullopt);
+  state_->count = levels;
+}
+
+// --- Semaphore --------------------------------------------------------------------------------
+
+Semaphore::Semaphore(int value) : Semaphore(value, 0) {}
+
+Semaphore::Semaphore(int value, int bound) {
+  if (value < 0) throw ValueError("semaphore initial value must be >= 0");
+  state_ = detail::make_shared_object<detail::SemaphoreState>(value, bound);
+}
+
+namespace {
+bool try_decrement(std::atomic<int>& value) {
+  int v = value.load();
+  while (v > 0)
+    if (value.compare_exchange_weak(v, v - 1)) return true;
+  return false;
+}
+} // namespace
+
+bool Semaphore::acquire_until(detail::Deadline deadline) {
+  auto& s = *state_;
+  return detail::wait_for_claim(s.channel, [&] { return try_decrement(s.value); }, deadline);
+}
+
+bool Semaphore::try_acquire() { return try_decrement(state_->value); }
+
+void Semaphore::release() {
+  auto& s = *state_;
+  if (s.bound == 0) {
+    s.value.fetch_add(1);
+  } else {
+    int v = s.value.load();
+    do {
+      if (v >= s.bound) throw ValueError("BoundedSemaphore released too many times");
+    } while (!s.value.compare_exchange_weak(v, v + 1));
+  }
+  s.channel.notify(1);
+}
+
+int Semaphore::get_value() const { return state_->value.load(); }
+
+// --- Condition --------------------------------------------------------------------------------
+
+Condition::Condition(std::optional<RLock> lock)
+    : lock_(lock ? std::move(*lock) : RLock()), state_(detail::make_shared_object<detail::ConditionState>()) {}
+
+namespace {
+bool take_signal(std::atomic<std::uint64_t>& tickets) {
+  auto t = tickets.load();
+  while (t & signal_mask)
+    if (tickets.compare_exchange_weak(t, t - 1)) return true;
+  return false;
+}
+
+// A timed-out waiter either takes a signal that was already meant for a waiter (and reports a
+// notify, as it was counted as woken) or stops counting itself as a sleeper.
+bool take_signal_or_leave(std::atomic<std::uint64_t>& tickets) {
+  auto t = tickets.load();
+  for (;;) {
+    bool signalled = (t & signal_mask) != 0;
+    if (tickets.compare_exchange_weak(t, signalled ? t - 1 : t - one_sleeper)) return signalled;
+  }
+}
+} // namespace
+
+bool Condition::wait_until(detail::Deadline deadline) {
+  if (!lock_.is_owned()) throw ValueError("wait on a Condition whose lock the caller does not hold");
+  auto& s = *state_;
+  s.tickets.fetch_add(one_sleeper);
+  auto observed = s.seq.load();
+  int levels = lock_.release_all();
+  bool notified = false;
+  for (;;) {
+    if (take_signal(s.tickets)) {
+      notified = true;
+      break;
+    }
+    if (!detail::futex_wait(s.seq, observed, deadline)) {
+      notified = take_signal_or_leave(s.tickets);
+      break;
+    }
+    observed = s.seq.load();
+  }
+  lock_.restore(levels);
+  return notified;
+}
+
+void Condition::notify(int n) {
+  if (!lock_.is_owned()) throw ValueError("notify on a Condition whose lock the caller does not hold");
+  if (n <= 0) return;
+  auto& s = *state_;
+  auto t = s.tickets.load();
+  std::uint64_t woken;
+  do {
+    woken = std::min<std::uint64_t>(static_cast<std::uint64_t>(n), t >> 32);
+    if (woken == 0) return;
+  } while (!s.tickets.compare_exchange_weak(t, t - woken * one_sleeper + woken));
+  s.seq.fetch_add(1);
+  detail::futex_wake(s.seq, static_cast<int>(woken));
+}
+
+void Condition::notify_all() { notify(INT_MAX); }
+
+// --- Event ------------------------------------------------------------------------------------
+
+Event::Event() : state_(detail::make_shared_object<detail::EventState>()) {}
+
+void Event::set() {
+  state_->flag.store(1);
+  state_->channel.notify();
+}
+
+void Event::clear() { state_->flag.store(0); }
+
+bool Event::is_set() const { return state_->flag.load() != 0; }
+
+bool Event::wait_until(detail::Deadline deadline) {
+  auto& s = *state_;
+  return detail::wait_for_claim(s.channel, [&] { return s.flag.load() != 0; }, deadline);
+}
+
+// --- Barrier (Python's threading.Barrier, over a process-shared Condition) ---------------------
+
+using detail::barrier_phase;
+
+Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout timeout)
+    : parties_(parties),
+      action_(std::move(action)),
+      timeout_(timeout),
+      state_(detail::make_shared_object<detail::BarrierState>()) {
+  if (parties < 1) throw ValueError("a Barrier needs at least one party");
+}
+
+int Barrier::wait() {
+  return wait_until(timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{});
+}
+
+int Barrier::wait_until(detail::Deadline deadline) {
+  std::unique_lock guard(cond_);
+  auto& s = *state_;
+  // Block while the previous round drains or a reset completes.
+  cond_.wait_for([&] { return s.phase != barrier_phase::draining && s.phase != barrier_phase::resetting; });
+  if (s.phase == barrier_phase::broken) throw BrokenBarrierError("the barrier is broken");
+  int index = s.count++;
+  struct Leave {
+    Barrier& b;
+    ~Leave() { b.leave(); }
+  } leave_on_exit{*this};
+  if (index + 1 == parties_)
+    release_all_waiting();
+  else
+    wait_for_release(deadline);
+  return index;
+}
+
+void Barrier::release_all_waiting() {
+  try {
+    if (action_) action_();
+  } catch (...) {
+    break_barrier();
+    throw;
+  }
+  state_->phase = barrier_phase::draining;
+  cond_.notify_all();
+}
+
+void Barrier::wait_for_release(detail::Deadline deadline) {
+  auto& s = *state_;
+  bool released = true;
+  while (s.phase == barrier_phase::filling) {
+    if (deadline && detail::Clock::now() >= *deadline) {
+      released = false;
+      break;
+    }
+    cond_.wait_until(deadline);
+  }
+  if (!released) {
+    break_barrier();
+    throw BrokenBarrierError("timed out waiting at the barrier; it is now broken");
+  }
+  if (s.phase != barrier_phase::draining) throw BrokenBarrierError("the barrier was broken or reset");
+}
+
+// The last waiter out of a released or reset barrier reopens it for the next round.
+void Barrier::leave() {
+  auto& s = *state_;
+  if (--s.count == 0 && (s.phase == barrier_phase::draining || s.phase == barrier_phase::resetting)) {
+    s.phase = barrier_phase::filling;
+    cond_.notify_all();
+  }
+}
+
+void Barrier::break_barrier() {
+  state_->phase = barrier_phase::broken;
+  cond_.notify_all();
+}
+
+void Barrier::reset() {
+  std::lock_guard guard(cond_);
+  auto& s = *state_;
+  if (s.count > 0) {
+    if (s.phase == barrier_phase::filling || s.phase == barrier_phase::broken) s.phase = barrier_phase::resetting;
+  } else {
+    s.phase = barrier_phase::filling;
+  }
+  cond_.notify_all();
+}
+
+void Barrier::abort() {
+  std::lock_guard guard(cond_);
+  break_barrier();
+}
+
+int Barrier::n_waiting() const {
+  auto& s = *state_;
+  return s.phase == barrier_phase::filling ? s.count.load() : 0;
+}
+
+bool Barrier::broken() const { return state_->phase == barrier_phase::broken; }
+
+} // namespace multiproc

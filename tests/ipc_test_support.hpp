@@ -1,0 +1,74 @@
+// Helpers shared by the tests of queues, synchronization primitives and shared memory: a team of
+// child processes that is always reaped, bounded joins, and a witness that shared objects are
+// anonymous mappings rather than named /dev/shm segments.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "multiproc/multiproc.hpp"
+
+namespace multiproc_test {
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+inline constexpr auto patience = std::chrono::seconds(30);  // bound on every wait for a process
+
+// Joins p within patience; kills it and fails the test otherwise.
+inline void join_or_kill(mp::Process& p) {
+  if (!p.join(patience)) {
+    p.kill();
+    p.join();
+    FAIL("child process " << p.name() << " did not finish in time");
+  }
+}
+
+// Child processes started together and joined (or killed) together.
+class Team {
+public:
+  Team() = default;
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() {
+    for (auto& p : members_)
+      if (p.is_alive()) {
+        p.kill();
+        p.join();
+      }
+  }
+  template <class F, class... Args>
+  mp::Process& start(F target, Args... args) {
+    members_.emplace_back(std::move(target), std::move(args)...);
+    members_.back().start();
+    return members_.back();
+  }
+  // Joins every member; returns their exit codes in start order.
+  std::vector<int> join_all() {
+    std::vector<int> codes;
+    for (auto& p : members_) {
+      join_or_kill(p);
+      codes.push_back(p.exitcode().value_or(-999));
+    }
+    return codes;
+  }
+  mp::Process& operator[](std::size_t i) { return members_[i]; }
+
+private:
+  std::vector<mp::Process> members_;
+};
+
+// Lines of /proc/self/maps that name a /dev/shm file: what a named shared segment would leave.
+inline std::vector<std::string> dev_shm_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(maps, line);)
+    if (line.find("/dev/shm") != std::string::npos) out.push_back(line);
+  return out;
+}
+
+} // namespace multiproc_test
