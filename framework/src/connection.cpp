@@ -17,6 +17,9 @@ struct ConnectionState {
   int fd = -1;
   bool readable = false;
   bool writable = false;
+  // A malformed frame header leaves the stream out of step: what follows would be read as
+  // headers of made-up lengths (and could block forever), so further reads are refused.
+  bool out_of_step = false;
   std::mutex read_m, write_m;  // one frame at a time per direction within this process
   ~ConnectionState() {
     if (fd >= 0) ::close(fd);
@@ -61,11 +64,24 @@ void Connection::send_bytes(std::string_view buf, std::size_t offset, std::optio
   send_bytes(buf.substr(offset, n));
 }
 
+std::size_t Connection::read_header(int fd) {
+  if (state_->out_of_step)
+    throw Error("connection is unusable: an earlier message had a malformed frame header");
+  try {
+    return detail::read_frame_header(fd);
+  } catch (const EOFError&) {
+    throw;
+  } catch (const Error&) {
+    state_->out_of_step = true;
+    throw;
+  }
+}
+
 std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
   int fd = checked_fd(false);
   std::lock_guard lock(state_->read_m);
   detail::wait_readable(fd, std::nullopt);
-  std::size_t n = detail::read_frame_header(fd);
+  std::size_t n = read_header(fd);
   if (maxlength && n > *maxlength) {
     detail::discard_exact(fd, n);
     throw ValueError("message of " + std::to_string(n) + " bytes is longer than maxlength " +
@@ -79,7 +95,7 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
   int fd = checked_fd(false);
   std::lock_guard lock(state_->read_m);
   detail::wait_readable(fd, std::nullopt);
-  std::size_t n = detail::read_frame_header(fd);
+  std::size_t n = read_header(fd);
   if (n > buf.size() - offset) {
     std::string whole = detail::read_payload(fd, n);
     throw BufferTooShort("message of " + std::to_string(n) + " bytes does not fit in " +

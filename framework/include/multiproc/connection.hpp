@@ -45,7 +45,8 @@ public:
     send_reserved(buf.data);
   }
   // Receives one message; blocks until one arrives. EOFError once the peer closed and all is
-  // read; TypeError if the message is not a T (it is consumed); Error on a malformed frame.
+  // read; TypeError if the message is not a T (it is consumed); Error on a malformed frame
+  // (after a malformed header every further read throws Error: the stream is out of step).
   template <class T = Object>
   T recv() {
     return detail::decode<T>(recv_bytes());
@@ -79,6 +80,7 @@ public:
 
 private:
   void send_reserved(std::string& framed);
+  std::size_t read_header(int fd);  // with the read lock held
   int checked_fd(bool for_write) const;
   std::shared_ptr<detail::ConnectionState> state_;
 };
