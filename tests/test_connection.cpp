@@ -678,6 +678,15 @@ TEST_CASE("listener: a client that hangs up mid-handshake is an AuthenticationEr
   CHECK_THROWS_AS(l.accept(), mp::AuthenticationError);
 }
 
+TEST_CASE("listener: a path already in use is an OSError and the first listener keeps its socket",
+          "[connection]") {
+  mp::connection::Listener first(unique_socket_path("taken"));
+  CHECK_THROWS_AS(mp::connection::Listener(first.address()), mp::OSError);
+  REQUIRE(std::filesystem::exists(first.address()));
+  mp::connection::Client c(first.address());
+  CHECK_NOTHROW(first.accept());
+}
+
 TEST_CASE("listener: a Client to an address nobody listens on is an OSError", "[connection]") {
   CHECK_THROWS_AS(mp::connection::Client(unique_socket_path("nobody")), mp::OSError);
 }

@@ -148,10 +148,7 @@ int open_tcp(const std::string& address, const HostPort& hp, bool passive, Use u
       last_err = errno;
       continue;
     }
-    if (use(fd.get(), ai->ai_addr, ai->ai_addrlen)) {
-      set_nodelay(fd.get());
-      return fd.release();
-    }
+    if (use(fd.get(), ai->ai_addr, ai->ai_addrlen)) return fd.release();
     last_err = errno;
   }
   throw_os((passive ? "cannot listen on " : "cannot connect to ") + address, last_err);
@@ -172,7 +169,11 @@ bool connect_fd(int fd, const sockaddr* sa, socklen_t len) {
 }
 
 int connect_to(const std::string& address) {
-  if (auto hp = parse_host_port(address)) return open_tcp(address, *hp, false, connect_fd);
+  if (auto hp = parse_host_port(address)) {
+    int fd = open_tcp(address, *hp, false, connect_fd);
+    set_nodelay(fd);
+    return fd;
+  }
   auto sa = unix_address(address);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) throw_os("socket failed", errno);
@@ -373,12 +374,11 @@ struct Listener::Impl {
 
   void listen_unix(int backlog) {
     auto sa = unix_address(address);
-    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (s.get() < 0) throw_os("socket failed", errno);
-    if (::bind(s.get(), sa.get(), sa.len) != 0) throw_os("cannot bind " + address, errno);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_os("socket failed", errno);
+    if (::bind(fd, sa.get(), sa.len) != 0) throw_os("cannot bind " + address, errno);
     if (address[0] != '\0') unlink_path = address;
-    if (::listen(s.get(), backlog) != 0) throw_os("cannot listen on " + address, errno);
-    fd = s.release();
+    if (::listen(fd, backlog) != 0) throw_os("cannot listen on " + address, errno);
   }
 
   void listen_tcp(const HostPort& hp, int backlog) {
@@ -402,13 +402,12 @@ struct Listener::Impl {
     address = temp_dir + "/listener.sock";
   }
 
+  // Also what a constructor that fails halfway relies on to undo its steps.
   void close() {
-    if (fd < 0) return;
-    ::close(fd);
-    fd = -1;
+    if (fd >= 0) ::close(std::exchange(fd, -1));
     if (::getpid() != owner) return;
-    if (!unlink_path.empty()) ::unlink(unlink_path.c_str());
-    if (!temp_dir.empty()) ::rmdir(temp_dir.c_str());
+    if (!unlink_path.empty()) ::unlink(std::exchange(unlink_path, {}).c_str());
+    if (!temp_dir.empty()) ::rmdir(std::exchange(temp_dir, {}).c_str());
   }
 
   ~Impl() { close(); }
@@ -419,15 +418,11 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
   impl_->authkey = std::move(authkey);
   impl_->address = std::move(address);
   if (impl_->address.empty()) impl_->make_private_address();
-  try {
-    if (auto hp = parse_host_port(impl_->address))
-      impl_->listen_tcp(*hp, backlog);
-    else
-      impl_->listen_unix(backlog);
-  } catch (...) {
-    if (!impl_->temp_dir.empty()) ::rmdir(impl_->temp_dir.c_str());
-    throw;
-  }
+  // On failure impl_'s destructor closes the socket and removes what was created.
+  if (auto hp = parse_host_port(impl_->address))
+    impl_->listen_tcp(*hp, backlog);
+  else
+    impl_->listen_unix(backlog);
 }
 
 Listener::~Listener() = default;
