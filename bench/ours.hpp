@@ -10,5 +10,7 @@ namespace bench {
 
 std::span<const Measure> connection_measures();
 std::span<const Measure> process_measures();
+std::span<const Measure> queue_measures();
+std::span<const Measure> synchronize_measures();
 
 } // namespace bench
