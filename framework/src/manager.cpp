@@ -1,0 +1,285 @@
+// BaseManager and Manager: starting, reaching and stopping a manager's server process.
+#include "multiproc/managers.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "actors/manager_server.hpp"
+#include "launch.hpp"
+#include "multiproc/errors.hpp"
+
+namespace multiproc {
+
+namespace {
+
+constexpr auto server_start_timeout = std::chrono::seconds(10);
+constexpr auto shutdown_step = std::chrono::seconds(2);
+
+const char* builtin_kind(Builtin kind) {
+  switch (kind) {
+    case Builtin::dict: return "dict";
+    case Builtin::list: return "list";
+    case Builtin::Namespace: return "Namespace";
+    case Builtin::Queue: return "Queue";
+    case Builtin::JoinableQueue: return "JoinableQueue";
+    case Builtin::Lock: return "Lock";
+    case Builtin::RLock: return "RLock";
+    case Builtin::Semaphore: return "Semaphore";
+    case Builtin::BoundedSemaphore: return "BoundedSemaphore";
+    case Builtin::Condition: return "Condition";
+    case Builtin::Event: return "Event";
+    case Builtin::Barrier: return "Barrier";
+    case Builtin::Value: return "Value";
+    case Builtin::Array: return "Array";
+  }
+  throw ValueError("unknown built-in manager type");
+}
+
+std::string random_authkey() {
+  std::string key(32, '\0');
+  std::size_t got = 0;
+  while (got < key.size()) {
+    ssize_t n = ::getrandom(key.data() + got, key.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw OSError(std::string("getrandom failed: ") + std::strerror(errno), errno);
+    got += static_cast<std::size_t>(n);
+  }
+  return key;
+}
+
+std::string private_directory() {
+  std::error_code ec;
+  auto base = std::filesystem::temp_directory_path(ec);
+  std::string templ = (ec ? std::filesystem::path("/tmp") : base) / "multiproc-manager-XXXXXX";
+  if (!::mkdtemp(templ.data()))  // mode 0700
+    throw OSError(std::string("cannot create the manager's directory: ") + std::strerror(errno), errno);
+  return templ;
+}
+
+// Waits for fd to become readable (the pidfd of an ended child); false on timeout.
+bool wait_fd(int fd, std::chrono::milliseconds timeout) {
+  return detail::wait_readable(fd, detail::deadline_after(timeout));
+}
+
+// Reads the child's startup report: "ok <address>" or "error <message>", then EOF.
+std::string read_report(int fd) {
+  std::string report;
+  auto deadline = detail::deadline_after(server_start_timeout);
+  char buf[512];
+  for (;;) {
+    if (!detail::wait_readable(fd, deadline)) throw ProcessError("the manager's server did not start within 10 s");
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return report;
+    report.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+void write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+} // namespace
+
+// ---- proxies ----------------------------------------------------------------------------------
+
+void detail::ProxyBase::msgpack_unpack(const msgpack::object& o) {
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 3 || o.via.array.ptr[1].type != msgpack::type::BIN)
+    throw msgpack::type_error();
+  const auto& key = o.via.array.ptr[1].via.bin;
+  auto endpoint = std::make_shared<ManagerEndpoint>();
+  endpoint->address = o.via.array.ptr[0].as<std::string>();
+  endpoint->authkey.assign(key.ptr, key.size);
+  ref_ = ProxyRef{std::move(endpoint), o.via.array.ptr[2].as<std::uint64_t>()};
+}
+
+// ---- ManagerServer ----------------------------------------------------------------------------
+
+ManagerServer::ManagerServer(std::string address, std::string authkey,
+                             std::shared_ptr<const detail::TypeidRegistry> typeids)
+    : address_(std::move(address)), authkey_(std::move(authkey)), typeids_(std::move(typeids)) {}
+
+void ManagerServer::serve_forever(const std::function<void(const std::string&)>& on_ready) {
+  detail::manager::serve({address_, authkey_, typeids_}, [&](const std::string& bound) {
+    if (on_ready) on_ready(bound);
+  });
+}
+
+// ---- BaseManager ------------------------------------------------------------------------------
+
+struct BaseManager::State {
+  std::shared_ptr<detail::ManagerEndpoint> endpoint;
+  std::shared_ptr<detail::TypeidRegistry> typeids = std::make_shared<detail::TypeidRegistry>();
+  std::optional<detail::Forked> server;  // set by start()
+  std::string directory;                 // our private directory, removed at shutdown
+
+  void stop_server();
+  void remove_files();
+};
+
+void BaseManager::State::stop_server() {
+  try {
+    detail::manager_call<void>({endpoint, detail::server_object_id}, "shutdown");
+  } catch (const Error&) {
+    // Already gone, or not answering: the signals below settle it.
+  }
+  detail::forget_manager_connection(endpoint->address);
+  int pidfd = server->pidfd;
+  if (!wait_fd(pidfd, shutdown_step)) {
+    detail::pidfd_send_signal(pidfd, SIGTERM);
+    if (!wait_fd(pidfd, shutdown_step)) detail::pidfd_send_signal(pidfd, SIGKILL);
+  }
+  detail::try_reap(pidfd, true);
+  detail::unregister_internal_fd(pidfd);
+  ::close(pidfd);
+  server.reset();
+}
+
+void BaseManager::State::remove_files() {
+  if (directory.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(directory, ec);
+  directory.clear();
+}
+
+BaseManager::BaseManager(std::string address, std::string authkey) : state_(std::make_unique<State>()) {
+  state_->endpoint = std::make_shared<detail::ManagerEndpoint>(detail::ManagerEndpoint{std::move(address), std::move(authkey)});
+}
+
+BaseManager::~BaseManager() {
+  try {
+    shutdown();
+  } catch (...) {
+    // A destructor reports nothing; shutdown() already used every means to stop the server.
+  }
+}
+
+BaseManager::BaseManager(BaseManager&&) noexcept = default;
+BaseManager& BaseManager::operator=(BaseManager&& other) noexcept {
+  if (this != &other) {
+    try {
+      shutdown();
+    } catch (...) {
+    }
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+void BaseManager::add_builtin(std::string typeid_, Builtin kind, Scope scope, std::string encoded_defaults) {
+  (*state_->typeids)[std::move(typeid_)] =
+      detail::TypeidSpec{detail::BuiltinTypeid{builtin_kind(kind), std::move(encoded_defaults)}, scope == Scope::shared};
+}
+
+void BaseManager::add_class(std::string typeid_, Scope scope, std::shared_ptr<detail::ExposedClass> cls) {
+  (*state_->typeids)[std::move(typeid_)] = detail::TypeidSpec{std::move(cls), scope == Scope::shared};
+}
+
+void BaseManager::start() {
+  if (!state_) throw ValueError("this manager was moved from");
+  if (state_->server) throw ProcessError("the manager's server was already started");
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) throw OSError(std::string("pipe failed: ") + std::strerror(errno), errno);
+  detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids};
+  auto body = [&config, fd = report[1]]() {
+    int code = 0;
+    try {
+      detail::manager::serve(config, [fd](const std::string& bound) {
+        write_all(fd, "ok " + bound);
+        ::close(fd);
+      });
+    } catch (const std::exception& e) {
+      write_all(fd, std::string("error ") + e.what());
+      code = 1;
+    }
+    return code;
+  };
+  detail::Forked child{};
+  try {
+    child = detail::fork_child({"SyncManager-" + std::to_string(::getpid()), false, detail::next_child_identity()},
+                               body, {report[1]});
+  } catch (...) {
+    ::close(report[0]);
+    ::close(report[1]);
+    throw;
+  }
+  ::close(report[1]);
+  std::string text;
+  try {
+    text = read_report(report[0]);
+  } catch (...) {
+    ::close(report[0]);
+    detail::pidfd_send_signal(child.pidfd, SIGKILL);
+    detail::try_reap(child.pidfd, true);
+    throw;
+  }
+  ::close(report[0]);
+  state_->server = child;
+  if (text.rfind("ok ", 0) != 0) {
+    state_->stop_server();
+    throw ProcessError("the manager's server failed to start: " +
+                       (text.empty() ? std::string("it exited") : text.substr(text.find(' ') + 1)));
+  }
+  state_->endpoint = std::make_shared<detail::ManagerEndpoint>(detail::ManagerEndpoint{text.substr(3), state_->endpoint->authkey});
+}
+
+ManagerServer BaseManager::get_server() {
+  if (!state_) throw ValueError("this manager was moved from");
+  return ManagerServer(state_->endpoint->address, state_->endpoint->authkey, state_->typeids);
+}
+
+void BaseManager::connect() {
+  if (!state_) throw ValueError("this manager was moved from");
+  detail::manager_call<void>({state_->endpoint, detail::server_object_id}, "ping");
+}
+
+void BaseManager::shutdown() {
+  if (!state_) return;
+  if (state_->server) state_->stop_server();
+  state_->remove_files();
+}
+
+std::string BaseManager::address() const {
+  if (!state_) throw ValueError("this manager was moved from");
+  return state_->endpoint->address;
+}
+
+const std::string& BaseManager::authkey() const {
+  if (!state_) throw ValueError("this manager was moved from");
+  return state_->endpoint->authkey;
+}
+
+detail::ProxyRef BaseManager::create(std::string_view typeid_, const Object& args) const {
+  if (!state_) throw ValueError("this manager was moved from");
+  detail::ProxyRef server{state_->endpoint, detail::server_object_id};
+  return {state_->endpoint, detail::manager_call<std::uint64_t>(server, "create", typeid_, args)};
+}
+
+void BaseManager::use_private_directory(std::string dir) {
+  state_->endpoint->address = dir + "/manager.sock";
+  state_->directory = std::move(dir);
+}
+
+// ---- Manager ----------------------------------------------------------------------------------
+
+Manager::Manager() : BaseManager({}, random_authkey()) {
+  use_private_directory(private_directory());
+  start();  // on failure ~BaseManager removes the directory
+}
+
+Manager::~Manager() = default;
+
+} // namespace multiproc

@@ -1,0 +1,87 @@
+// Per-thread, per-process connections to managers, and the request/reply exchange on them.
+#include "multiproc/detail/manager_client.hpp"
+
+#include <unistd.h>
+
+#include <unordered_map>
+
+#include "multiproc/connection.hpp"
+#include "multiproc/detail/errc.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+// This thread's connections. A forked child inherits its parent thread's table: the pid check
+// drops those entries (closing only the child's copies), so a child never speaks on its parent's
+// connection.
+struct ConnectionTable {
+  pid_t pid = ::getpid();
+  std::unordered_map<std::string, Connection> by_address;
+
+  Connection& get(const ManagerEndpoint& endpoint) {
+    if (pid != ::getpid()) {
+      by_address.clear();
+      pid = ::getpid();
+    }
+    auto it = by_address.find(endpoint.address);
+    if (it != by_address.end()) return it->second;
+    return by_address.emplace(endpoint.address, open(endpoint)).first->second;
+  }
+
+  static Connection open(const ManagerEndpoint& endpoint) {
+    try {
+      return connection::Client(endpoint.address, endpoint.authkey);
+    } catch (const AuthenticationError&) {
+      throw;
+    } catch (const Error& e) {
+      throw Error("cannot reach the manager at " + endpoint.address + ": " + e.what());
+    }
+  }
+};
+
+thread_local ConnectionTable t_connections;
+
+[[noreturn]] void server_gone(const ManagerEndpoint& endpoint, const std::exception& e) {
+  forget_manager_connection(endpoint.address);
+  throw Error("the manager at " + endpoint.address + " is gone (" + e.what() + ")");
+}
+
+// A reply is [0, value] or [errc, message, detail].
+msgpack::object_handle unpack_reply(std::string_view payload) {
+  auto handle = unpack_untrusted(payload);
+  const auto& o = handle.get();
+  if (o.type != msgpack::type::ARRAY || o.via.array.size < 2 ||
+      o.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER)
+    throw Error("malformed reply from the manager");
+  auto code = o.via.array.ptr[0].via.u64;
+  if (code == 0) return {msgpack::object(o.via.array.ptr[1]), std::move(handle.zone())};
+  auto text = [&](std::uint32_t i) {
+    const auto& e = o.via.array.ptr[i];
+    return i < o.via.array.size && e.type == msgpack::type::STR ? e.as<std::string>() : std::string();
+  };
+  raise(code <= static_cast<std::uint64_t>(errc::not_implemented) ? static_cast<errc>(code) : errc::error,
+        text(1), text(2));
+}
+
+} // namespace
+
+msgpack::object_handle manager_exchange(const ManagerEndpoint& endpoint, std::string& framed_request) {
+  Connection& conn = t_connections.get(endpoint);
+  std::string reply;
+  try {
+    int fd = conn.fileno();
+    write_reserved_frame(fd, framed_request);
+    wait_readable(fd, std::nullopt);
+    reply = read_frame(fd);
+  } catch (const Error& e) {
+    server_gone(endpoint, e);
+  }
+  return unpack_reply(reply);
+}
+
+void forget_manager_connection(const std::string& address) {
+  if (t_connections.pid == ::getpid()) t_connections.by_address.erase(address);
+}
+
+} // namespace multiproc::detail
