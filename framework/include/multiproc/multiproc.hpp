@@ -4,6 +4,7 @@
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
 #include "multiproc/logging.hpp"
+#include "multiproc/managers.hpp"
 #include "multiproc/object.hpp"
 #include "multiproc/process.hpp"
 #include "multiproc/queues.hpp"
