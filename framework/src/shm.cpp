@@ -27,7 +27,9 @@ timespec to_timespec(Clock::time_point t) {
   return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
 
-lock_result after_lock(pthread_mutex_t& m, int r) {
+} // namespace
+
+lock_result check_lock_result(pthread_mutex_t& m, int r) {
   switch (r) {
     case 0:
       return lock_result::acquired;
@@ -45,8 +47,6 @@ lock_result after_lock(pthread_mutex_t& m, int r) {
       throw_errno("locking a process-shared mutex failed", r);
   }
 }
-
-} // namespace
 
 std::shared_ptr<void> map_shared(std::size_t bytes) {
   if (bytes == 0) bytes = 1;
@@ -68,15 +68,15 @@ void init_robust_mutex(pthread_mutex_t& m, mutex_kind kind) {
 }
 
 lock_result lock_robust(pthread_mutex_t& m, Deadline deadline) {
-  if (!deadline) return after_lock(m, pthread_mutex_lock(&m));
+  if (!deadline) return check_lock_result(m, pthread_mutex_lock(&m));
   timespec ts = to_timespec(*deadline);
   for (;;) {
     int r = pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &ts);
-    if (r != EINTR) return after_lock(m, r);
+    if (r != EINTR) return check_lock_result(m, r);
   }
 }
 
-lock_result try_lock_robust(pthread_mutex_t& m) { return after_lock(m, pthread_mutex_trylock(&m)); }
+lock_result try_lock_robust(pthread_mutex_t& m) { return check_lock_result(m, pthread_mutex_trylock(&m)); }
 
 bool unlock_robust(pthread_mutex_t& m) noexcept { return pthread_mutex_unlock(&m) == 0; }
 

@@ -26,6 +26,8 @@ enum class lock_result { acquired, timed_out, already_owned };
 // taken. already_owned only for errorcheck mutexes the caller holds.
 lock_result lock_robust(pthread_mutex_t& m, Deadline deadline);
 lock_result try_lock_robust(pthread_mutex_t& m);
+// Interprets what pthread_mutex_(try|clock)lock returned for m. Unexpected errors throw OSError.
+lock_result check_lock_result(pthread_mutex_t& m, int error);
 // false when the caller does not hold m.
 bool unlock_robust(pthread_mutex_t& m) noexcept;
 

@@ -63,7 +63,14 @@ constexpr std::uint64_t signal_mask = one_sleeper - 1;
 
 // --- Lock -------------------------------------------------------------------------------------
 
-Lock::Lock() : state_(detail::make_shared_object<detail::LockState>()) {}
+Lock::Lock() : state_(detail::make_shared_object<detail::LockState>()), mutex_(&state_->mutex) {}
+
+void Lock::after_failed_lock(int error) {
+  // Only EOWNERDEAD is not an exception: the lock is ours now.
+  detail::check_lock_result(*mutex_, error);
+}
+
+void Lock::throw_not_held() { throw ValueError("release of a Lock that the calling thread does not hold"); }
 
 bool Lock::acquire_until(detail::Deadline deadline) {
   return detail::lock_robust(state_->mutex, deadline) == detail::lock_result::acquired;
@@ -71,10 +78,6 @@ bool Lock::acquire_until(detail::Deadline deadline) {
 
 bool Lock::try_acquire() { return detail::try_lock_robust(state_->mutex) == detail::lock_result::acquired; }
 
-void Lock::release() {
-  if (!detail::unlock_robust(state_->mutex))
-    throw ValueError("release of a Lock that the calling thread does not hold");
-}
 
 // --- RLock ------------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@
 // Destructor: drops this handle only; the object lives on while any process holds a copy.
 #pragma once
 
+#include <pthread.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -38,23 +40,32 @@ struct BarrierState;
 using OptionalTimeout = std::optional<std::chrono::duration<double>>;
 
 // Python's Lock: not reentrant (acquiring it again from the holder blocks until the timeout).
+// acquire() and release() are inline: uncontended, they cost what the robust mutex costs.
 class Lock {
 public:
   Lock();
-  void acquire() { acquire_until(std::nullopt); }
+  void acquire() {
+    if (int r = pthread_mutex_lock(mutex_)) after_failed_lock(r);
+  }
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
     return acquire_until(detail::deadline_after(timeout));
   }
   bool try_acquire();
-  void release();  // ValueError when the calling thread does not hold it
+  // ValueError when the calling thread does not hold it.
+  void release() {
+    if (pthread_mutex_unlock(mutex_) != 0) throw_not_held();
+  }
   void lock() { acquire(); }
   void unlock() { release(); }
   bool try_lock() { return try_acquire(); }
   bool acquire_until(detail::Deadline deadline);
 
 private:
+  void after_failed_lock(int error);  // a dead holder's lock is taken over; other errors throw
+  [[noreturn]] static void throw_not_held();
   std::shared_ptr<detail::LockState> state_;
+  pthread_mutex_t* mutex_;  // lives in state_'s mapping
 };
 
 // Python's RLock: its owner may acquire it again; each acquire needs a release.
