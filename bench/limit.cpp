@@ -163,13 +163,15 @@ struct SharedCounter {
   long value;
 };
 
-SharedCounter* make_shared_counter() {
+// robust: a holder's death frees the mutex (what the library's locks promise), at a price.
+SharedCounter* make_shared_counter(bool robust = false) {
   void* mem = ::mmap(nullptr, sizeof(SharedCounter), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) fail("mmap");
   auto* shared = new (mem) SharedCounter{};
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
   pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  if (robust) pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   pthread_mutex_init(&shared->mutex, &attr);
   pthread_mutexattr_destroy(&attr);
   return shared;
@@ -184,14 +186,16 @@ void locked_increments(SharedCounter& c, long n) {
 }
 
 // ns per lock + unlock of an uncontended process-shared mutex.
-double lock_uncontended(long n) {
-  SharedCounter* c = make_shared_counter();
+double uncontended(long n, bool robust) {
+  SharedCounter* c = make_shared_counter(robust);
   auto start = Clock::now();
   locked_increments(*c, n);
   double elapsed = seconds_since(start);
   ::munmap(c, sizeof *c);
   return elapsed / static_cast<double>(n) * 1e9;
 }
+double lock_uncontended(long n) { return uncontended(n, false); }
+double lock_uncontended_robust(long n) { return uncontended(n, true); }
 
 // Increments/s when two processes each add n under one process-shared mutex.
 double value_locked_increment_2proc(long n) {
@@ -248,6 +252,7 @@ constexpr bench::Measure measures[] = {
     {"pipe_bulk_1mib", pipe_bulk_1mib},
     {"process_start_join", process_start_join},
     {"lock_uncontended", lock_uncontended},
+    {"lock_uncontended_robust", lock_uncontended_robust},
     {"value_locked_increment_2proc", value_locked_increment_2proc},
     {"pool_cpu_scaling", pool_cpu_scaling},
     {"worker_rss_kib", worker_rss_kib},
