@@ -54,19 +54,7 @@ void close_internal_fds_except(const std::vector<int>& keep) {
   for (int fd : keep) reg().internal_fds.insert(fd);
 }
 
-[[noreturn]] void child_main(const ChildIdentity& who, pid_t parent_pid, const ProcessInfo& parent,
-                             const std::function<int()>& body, const std::vector<int>& keep_fds) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent_pid) ::_exit(1);  // the parent died before prctl took effect
-  auto& r = reg();
-  r.self.who = who;
-  r.self.pid = ::getpid();
-  r.self.child_counter = 0;
-  r.self.parent = parent;
-  r.exit_hooks_ran = false;
-  close_internal_fds_except(keep_fds);
-  for (auto& hook : r.fork_hooks) hook();
-  int code = body();
+[[noreturn]] void finish_child(int code) noexcept {
   try {
     run_process_exit_hooks();
   } catch (...) {
@@ -76,12 +64,53 @@ void close_internal_fds_except(const std::vector<int>& keep) {
   ::_exit(code);
 }
 
+// Registered in every child right after fork. exit() runs handlers in reverse registration
+// order, so when user code in a child calls std::exit(n) this runs before every atexit handler
+// and static destructor inherited from the parent, and ends the child as SystemExit{n} would.
+void exit_from_child(int status, void*) { finish_child(status); }
+
+void adopt_identity(const ChildIdentity& who, const ProcessInfo& parent) {
+  auto& r = reg();
+  r.self.who = who;
+  r.self.pid = ::getpid();
+  r.self.child_counter = 0;
+  r.self.parent = parent;
+  r.exit_hooks_ran = false;
+}
+
+// PR_SET_PDEATHSIG fires when the *thread* that forked us ends (for the main thread: when the
+// parent process ends). Whatever ended before prctl took effect is checked by hand, so that the
+// child dies the same way however the race went.
+void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent_pid || ::syscall(SYS_tgkill, parent_pid, forker_tid, 0) != 0) ::raise(SIGKILL);
+}
+
+// The child's whole life: it never returns into the caller's stack.
+[[noreturn]] void child_main(const ChildIdentity& who, pid_t parent_pid, pid_t forker_tid,
+                             const ProcessInfo& parent, const std::function<int()>& body,
+                             const std::vector<int>& keep_fds) noexcept {
+  die_with_forking_thread(parent_pid, forker_tid);
+  adopt_identity(who, parent);
+  ::on_exit(exit_from_child, nullptr);
+  close_internal_fds_except(keep_fds);
+  int code = 0;
+  int failed = run_guarded([&] {
+    for (auto& hook : reg().fork_hooks) hook();
+    code = body();
+  });
+  finish_child(failed ? failed : code);
+}
+
 } // namespace
 
 void flush_std_streams() {
   std::cout.flush();
   std::cerr.flush();
   std::clog.flush();
+  std::wcout.flush();
+  std::wcerr.flush();
+  std::wclog.flush();
   std::fflush(nullptr);
 }
 
@@ -126,21 +155,28 @@ int run_guarded(const std::function<void()>& body) {
 Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, const std::vector<int>& keep_fds) {
   flush_std_streams();
   auto& r = reg();
-  ProcessInfo me{r.self.who.name, ::getpid(), r.self.who.daemon};
   pid_t parent_pid = ::getpid();
+  pid_t forker_tid = ::gettid();
+  ProcessInfo me;
   pid_t pid;
   {
-    // Held across fork so that no other thread leaves it locked in the child.
+    // Held across fork so that no other thread leaves the registry locked (or half-updated) in
+    // the child; the child's copy is unlocked when this guard goes out of scope there.
     std::lock_guard lock(r.m);
+    me = {r.self.who.name, parent_pid, r.self.who.daemon};
     pid = ::fork();
   }
   if (pid < 0) throw OSError(std::string("fork failed: ") + std::strerror(errno), errno);
-  if (pid == 0) child_main(who, parent_pid, me, body, keep_fds);
+  if (pid == 0) child_main(who, parent_pid, forker_tid, me, body, keep_fds);
   int fd = pidfd_open(pid);
   if (fd < 0) {
     int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+    // ESRCH: SIGCHLD is ignored and the child already ended and was reaped by the kernel; its
+    // pid may be reused, so it must not be signalled. Otherwise the child is ours and unreaped.
+    if (err != ESRCH) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
     throw OSError(std::string("pidfd_open failed: ") + std::strerror(err), err);
   }
   register_internal_fd(fd);

@@ -25,8 +25,12 @@ struct ChildIdentity {
   std::vector<int> identity;  // Python's _identity: (1,), (1, 2), ...
 };
 
-// Forks a child that adopts `who`, runs body and _exits with its result (exceptions map to exit
-// codes as Process documents). keep_fds: internal fds the child still needs (its own socket).
+// Forks a child that adopts `who`, runs the fork hooks and body, then the exit hooks, and
+// _exits with body's result (exceptions map to exit codes as Process documents; std::exit(n)
+// called in the child ends it the same way, skipping the parent's atexit handlers and static
+// destructors). keep_fds: internal fds the child still needs (its own socket).
+// The child gets SIGKILL when the calling *thread* ends (PR_SET_PDEATHSIG): fork from a thread
+// that lives at least as long as the child should. Thread-safe.
 Forked fork_child(const ChildIdentity& who, const std::function<int()>& body,
                   const std::vector<int>& keep_fds = {});
 

@@ -1,13 +1,12 @@
 #include "multiproc/process.hpp"
 
-#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <mutex>
 
 #include "launch.hpp"
+#include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 
 namespace multiproc {
@@ -19,21 +18,47 @@ struct ProcessState {
   std::string name;
   bool daemon = false;
   std::vector<int> identity;
+  // Only the process that created the object may start it, wait for it or signal it: in a
+  // forked child the inherited copy describes a sibling (or the child itself).
+  pid_t creator = ::getpid();
+  bool started = false;
+  bool is_current = false;  // the child's own copy, inside that child
   pid_t pid = 0;
   int pidfd = -1;
-  pid_t owner = 0;  // the process that started it: only it may wait for the child
   std::optional<int> exitcode;
   bool closed = false;
 
-  ~ProcessState() {
-    if (pidfd >= 0) {
+  ProcessState() = default;
+  ProcessState(const ProcessState&) = delete;
+  ProcessState& operator=(const ProcessState&) = delete;
+  ~ProcessState() { release_pidfd(); }
+
+  bool ours() const { return creator == ::getpid(); }
+
+  void release_pidfd() {
+    // A forked child already closed its inherited copy of the pidfd, and the number may since
+    // have been reused for another descriptor: only the creator closes it.
+    if (pidfd >= 0 && ours()) {
       unregister_internal_fd(pidfd);
       ::close(pidfd);
     }
+    pidfd = -1;
+  }
+
+  // Collects the exit code if the child ended. The caller holds m; block only once the pidfd
+  // is readable (the child has ended), so that m is never held across a real wait.
+  bool reap(bool block) {
+    if (exitcode) return true;
+    if (pidfd < 0 || !ours()) return false;
+    exitcode = try_reap(pidfd, block);
+    return exitcode.has_value();
   }
 };
 
 namespace {
+
+// How long a daemonic child gets to act on SIGTERM at exit before it is killed.
+constexpr std::chrono::seconds daemon_grace{1};
 
 // Children started by this process and not yet reaped: for active_children() and the exit
 // function, and so that an unjoined child whose Process object is gone is still reaped.
@@ -41,49 +66,64 @@ struct Children {
   std::mutex m;
   std::vector<std::shared_ptr<ProcessState>> live;
 };
-Children& children() {
-  static auto* c = new Children;
-  return *c;
-}
 
-// Reaps the child if it ended (blocking if asked); caller holds s.m.
-bool poll_exit(ProcessState& s, bool block) {
-  if (s.exitcode) return true;
-  if (s.pidfd < 0) return false;
-  s.exitcode = try_reap(s.pidfd, block);
-  return s.exitcode.has_value();
+Children*& children_slot() {
+  static auto* c = new Children;  // never destroyed: used from atexit
+  return c;
 }
+Children& children() { return *children_slot(); }
 
-std::vector<std::shared_ptr<ProcessState>> reap_and_list_live() {
+// The inherited registry lists the parent's children, and another parent thread may have held
+// its mutex at fork time: a child abandons it (without destroying it) for a fresh one.
+void forget_children_in_child() { children_slot() = new Children; }
+
+// Reaps every child that ended; the ones still running.
+std::vector<std::shared_ptr<ProcessState>> reap_finished() {
   auto& c = children();
   std::lock_guard lock(c.m);
   std::erase_if(c.live, [](const std::shared_ptr<ProcessState>& s) {
     std::lock_guard sl(s->m);
-    return poll_exit(*s, false);
+    return s->reap(false);
   });
   return c.live;
 }
 
-// Python's exit function: terminate daemonic children, then join every child.
-void join_children_at_exit() {
-  auto live = reap_and_list_live();
-  for (auto& s : live) {
-    std::lock_guard sl(s->m);
-    if (s->daemon && !s->exitcode) pidfd_send_signal(s->pidfd, SIGTERM);
+// Waits without holding s.m (other threads may query the process meanwhile) until the child
+// ended or the deadline passed; true once it is reaped.
+bool wait_for_exit(ProcessState& s, Deadline deadline) {
+  int fd;
+  {
+    std::lock_guard lock(s.m);
+    if (s.exitcode) return true;
+    fd = s.pidfd;
   }
-  for (auto& s : live) {
-    std::lock_guard sl(s->m);
-    poll_exit(*s, true);
-  }
-  std::lock_guard lock(children().m);
-  children().live.clear();
+  if (!wait_readable(fd, deadline)) return false;
+  std::lock_guard lock(s.m);
+  return s.reap(true);
 }
 
-void forget_children_in_child() { children().live.clear(); }
+void signal_child(ProcessState& s, int sig) {
+  std::lock_guard lock(s.m);
+  if (!s.ours() || s.pidfd < 0 || s.reap(false)) return;
+  pidfd_send_signal(s.pidfd, sig);
+}
 
-std::once_flag g_hooks_once;
+// Python's exit function: terminate daemonic children, then join every child. A daemonic child
+// that outlives SIGTERM by daemon_grace is killed, so exit never hangs on one.
+void join_children_at_exit() {
+  auto live = reap_finished();
+  for (auto& s : live)
+    if (s->daemon) signal_child(*s, SIGTERM);
+  for (auto& s : live) {
+    if (s->daemon && !wait_for_exit(*s, deadline_after(daemon_grace))) signal_child(*s, SIGKILL);
+    wait_for_exit(*s, std::nullopt);
+  }
+  reap_finished();
+}
+
 void install_hooks() {
-  std::call_once(g_hooks_once, [] {
+  static std::once_flag once;
+  std::call_once(once, [] {
     on_fork_child(forget_children_in_child);
     at_process_exit(join_children_at_exit, 10);
   });
@@ -93,6 +133,25 @@ std::string default_name(const std::vector<int>& identity) {
   std::string name = "Process-";
   for (std::size_t i = 0; i < identity.size(); ++i) name += (i ? ":" : "") + std::to_string(identity[i]);
   return name;
+}
+
+// A state that still exists (not moved from): enough for the plain attributes.
+ProcessState& present(const std::shared_ptr<ProcessState>& s) {
+  if (!s) throw ValueError("process object was moved from");
+  return *s;
+}
+
+// A state that may still talk to its child: neither moved from nor closed.
+ProcessState& usable(const std::shared_ptr<ProcessState>& s) {
+  auto& state = present(s);
+  if (state.closed) throw ValueError("process object is closed");
+  return state;
+}
+
+Deadline deadline_for(std::chrono::duration<double> timeout) {
+  // Beyond a century is "no timeout": steady_clock's nanoseconds would overflow.
+  if (timeout > std::chrono::hours(24 * 365 * 100)) return std::nullopt;
+  return deadline_after(timeout);
 }
 
 } // namespace
@@ -105,7 +164,7 @@ Process::Process() : Process(ProcessOptions{}) {}
 Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>()) {
   state_->identity = detail::next_child_identity();
   state_->name = options.name.empty() ? detail::default_name(state_->identity) : std::move(options.name);
-  // Python: a child inherits its creator's daemon flag unless told otherwise.
+  // Python: a process inherits its creator's daemon flag unless told otherwise.
   state_->daemon = options.daemon.value_or(detail::self_info().daemon);
 }
 
@@ -117,129 +176,121 @@ void Process::run() {
   if (target_) target_();
 }
 
-namespace {
-ProcessState& checked(const std::shared_ptr<ProcessState>& s) {
-  if (!s) throw ValueError("process object was moved from");
-  if (s->closed) throw ValueError("process object is closed");
-  return *s;
-}
-} // namespace
-
 void Process::start() {
-  auto& s = checked(state_);
-  detail::install_hooks();
+  auto& s = detail::usable(state_);
   {
     std::lock_guard lock(s.m);
-    if (s.pid) throw ProcessError("cannot start a process twice");
+    if (!s.ours()) throw ProcessError("can only start a process object created by the current process");
+    if (s.started) throw ProcessError("cannot start a process twice");
+    if (detail::self_info().daemon) throw ProcessError("daemonic processes are not allowed to have children");
+    s.started = true;
   }
-  if (detail::self_info().daemon) throw ProcessError("daemonic processes are not allowed to have children");
-  detail::reap_and_list_live();
-  detail::ChildIdentity who{s.name, s.daemon, s.identity};
-  auto forked = detail::fork_child(who, [this] { return detail::run_guarded([this] { run(); }); });
+  detail::install_hooks();
+  detail::reap_finished();
+  detail::Forked forked;
+  try {
+    forked = detail::fork_child({s.name, s.daemon, s.identity}, [this] { return bootstrap(); });
+  } catch (...) {
+    std::lock_guard lock(s.m);
+    s.started = false;
+    throw;
+  }
   {
     std::lock_guard lock(s.m);
     s.pid = forked.pid;
     s.pidfd = forked.pidfd;
-    s.owner = ::getpid();
   }
-  std::lock_guard lock(detail::children().m);
-  detail::children().live.push_back(state_);
+  auto& c = detail::children();
+  std::lock_guard lock(c.m);
+  c.live.push_back(state_);
 }
 
-bool Process::join_for(std::chrono::nanoseconds timeout) {
-  auto& s = checked(state_);
-  int fd;
+int Process::bootstrap() {
+  // The child is single-threaded here; the inherited mutex may be held by a parent thread that
+  // does not exist in this process, so the own copy is updated without it.
+  state_->is_current = true;
+  state_->pid = ::getpid();
+  return detail::run_guarded([this] { run(); });
+}
+
+bool Process::join_for(std::chrono::duration<double> timeout) { return join_until(detail::deadline_for(timeout)); }
+
+void Process::join() { join_until(std::nullopt); }
+
+bool Process::join_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
+  auto& s = detail::usable(state_);
   {
     std::lock_guard lock(s.m);
-    if (!s.pid) throw ProcessError("can only join a started process");
-    if (s.owner != ::getpid()) throw ProcessError("can only join a child process");
-    if (s.exitcode) return true;
-    fd = s.pidfd;
+    if (!s.started) throw ProcessError("can only join a started process");
+    if (!s.ours()) throw ProcessError("can only join a child process");
   }
-  if (timeout != std::chrono::nanoseconds::max()) {
-    pollfd p{fd, POLLIN, 0};
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      int r = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
-      if (r > 0) break;
-      if (r == 0 && std::chrono::steady_clock::now() >= deadline) return false;
-    }
-  }
-  std::lock_guard lock(s.m);
-  return detail::poll_exit(s, true);
+  return detail::wait_for_exit(s, deadline);
 }
-
-void Process::join() { join_for(std::chrono::nanoseconds::max()); }
 
 bool Process::is_alive() const {
-  auto& s = checked(state_);
+  auto& s = detail::usable(state_);
   std::lock_guard lock(s.m);
-  if (!s.pid || s.owner != ::getpid()) return false;
-  return !detail::poll_exit(s, false);
+  if (s.is_current) return true;
+  if (!s.started || !s.ours()) return false;
+  return !s.reap(false);
 }
 
-namespace {
-void signal_child(ProcessState& s, int sig) {
-  std::lock_guard lock(s.m);
-  if (!s.pid || s.exitcode || detail::poll_exit(s, false)) return;
-  detail::pidfd_send_signal(s.pidfd, sig);
-}
-} // namespace
-
-void Process::terminate() { signal_child(checked(state_), SIGTERM); }
-void Process::kill() { signal_child(checked(state_), SIGKILL); }
+void Process::terminate() { detail::signal_child(detail::usable(state_), SIGTERM); }
+void Process::kill() { detail::signal_child(detail::usable(state_), SIGKILL); }
 
 void Process::close() {
-  if (!state_ || state_->closed) return;
+  if (!state_) return;
   auto& s = *state_;
   {
     std::lock_guard lock(s.m);
-    if (s.pid && !detail::poll_exit(s, false))
+    if (s.closed) return;
+    if (s.started && s.ours() && !s.reap(false))
       throw ValueError("cannot close a process while it is still running; join() or terminate() it first");
-    if (s.pidfd >= 0) {
-      detail::unregister_internal_fd(s.pidfd);
-      ::close(s.pidfd);
-      s.pidfd = -1;
-    }
+    s.release_pidfd();
     s.closed = true;
   }
-  std::lock_guard lock(detail::children().m);
-  std::erase(detail::children().live, state_);
+  auto& c = detail::children();
+  std::lock_guard lock(c.m);
+  std::erase(c.live, state_);
 }
 
 std::optional<int> Process::exitcode() const {
-  auto& s = checked(state_);
+  auto& s = detail::usable(state_);
   std::lock_guard lock(s.m);
-  if (s.pid && s.owner == ::getpid()) detail::poll_exit(s, false);
+  s.reap(false);
   return s.exitcode;
 }
 
 std::optional<pid_t> Process::pid() const {
-  auto& s = checked(state_);
+  auto& s = detail::usable(state_);
   std::lock_guard lock(s.m);
   if (!s.pid) return std::nullopt;
   return s.pid;
 }
 
-const std::string& Process::name() const { return checked(state_).name; }
+const std::string& Process::name() const { return detail::present(state_).name; }
+
 void Process::set_name(std::string name) {
-  auto& s = checked(state_);
+  auto& s = detail::present(state_);
   std::lock_guard lock(s.m);
   s.name = std::move(name);
+  if (s.is_current) detail::set_self_name(s.name);
 }
-bool Process::daemon() const { return checked(state_).daemon; }
+
+bool Process::daemon() const { return detail::present(state_).daemon; }
+
 void Process::set_daemon(bool daemon) {
-  auto& s = checked(state_);
+  auto& s = detail::present(state_);
   std::lock_guard lock(s.m);
-  if (s.pid) throw ProcessError("cannot change daemon status of a started process");
+  if (s.started) throw ProcessError("cannot change the daemon flag of a started process");
   s.daemon = daemon;
 }
 
 int Process::sentinel() const {
-  auto& s = checked(state_);
+  auto& s = detail::usable(state_);
   std::lock_guard lock(s.m);
-  if (!s.pid) throw ValueError("process not started");
+  if (!s.started) throw ValueError("process not started");
+  if (!s.ours()) throw ValueError("only the process that started a process has its sentinel");
   return s.pidfd;
 }
 
@@ -248,7 +299,7 @@ std::optional<ProcessInfo> parent_process() { return detail::parent_info(); }
 
 std::vector<ProcessInfo> active_children() {
   std::vector<ProcessInfo> out;
-  for (auto& s : detail::reap_and_list_live()) {
+  for (auto& s : detail::reap_finished()) {
     std::lock_guard lock(s->m);
     out.push_back({s->name, s->pid, s->daemon});
   }
@@ -260,11 +311,10 @@ unsigned cpu_count() {
   return n > 0 ? static_cast<unsigned>(n) : 1u;
 }
 
-namespace {
-std::vector<std::string> g_argv;
-} // namespace
-
-void init(int argc, char** argv) { g_argv.assign(argv, argv + argc); }
+// Start method fork needs nothing from argv (spawn and forkserver, which will, are refused).
+// Registering the exit function here orders it as Python's import-time registration does: it
+// runs after the atexit handlers the program registers later.
+void init(int, char**) { detail::install_hooks(); }
 void freeze_support() {}
 
 void set_start_method(StartMethod method) {

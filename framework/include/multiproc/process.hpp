@@ -1,15 +1,25 @@
 // mp::Process — Python's multiprocessing.Process: a target run in a child OS process.
 //
-// start() forks (start method fork). The child flushes nothing it inherited, runs run() (by
-// default target(args...)), flushes its own streams and queues, joins its own non-daemonic
-// children and leaves with _exit: it never returns into the caller's stack, so the parent's
-// atexit handlers and static destructors never run twice. The child dies with its parent
-// (PR_SET_PDEATHSIG). Exit codes are Python's: 0, N for SystemExit{N}, 1 when run() threw (the
-// error is printed to stderr as "Process <name>:"), -SIG when killed by a signal.
-// Every child is reaped through its pidfd (also its sentinel): no zombies. At normal exit the
-// main process joins its non-daemonic children and terminates its daemonic ones.
-// A Process object is not safe to share between threads without locking; copies of its handle
-// arguments in the child refer to the same pipes, queues and shared memory.
+// start() forks (start method fork), after flushing the C and C++ standard streams so that
+// output buffered before start() is printed once. The child runs run() (by default
+// target(args...)), then flushes its own streams and queues, joins its own non-daemonic
+// children, terminates its daemonic ones and leaves with _exit: it never returns into the
+// caller's stack, so the parent's atexit handlers and static destructors never run in it (not
+// even when the child calls std::exit(n), which ends it as SystemExit{n} does).
+// Exit codes are Python's: 0, N for SystemExit{N}, 1 when run() threw (stderr gets
+// "Process <name>:" and the exception), -SIG when killed by signal SIG.
+// Every child is reaped through its pidfd (also its sentinel): join(), is_alive(), exitcode(),
+// the next start(), active_children() and the exit function all reap, so no zombie outlives
+// them. At normal exit the main process terminates its daemonic children (SIGKILL after one
+// second) and joins the others, as Python does.
+// The child dies with its parent through PR_SET_PDEATHSIG (SIGKILL). Linux sends that signal
+// when the *thread* that called start() ends, not only the process: start processes from the
+// main thread or from a thread that outlives them.
+// Only the process that created a Process object may start, join, signal or close it; in a
+// forked child, is_alive() of the child's own object is true and pid() is its own pid.
+// Thread safety: join(), is_alive(), exitcode(), terminate() and kill() may be called from
+// several threads at once; the setters and close() may not race with other calls. Handle
+// arguments (pipes, queues, shared memory) refer in the child to the same objects.
 // Destructor: never kills a running child; a started, unjoined child is reaped later.
 #pragma once
 
@@ -28,14 +38,16 @@
 
 namespace multiproc {
 
+// Default member initializers let ProcessOptions{.daemon = true} compile without
+// -Wmissing-field-initializers warnings. Empty name: "Process-N"; no daemon: the creator's flag.
 struct ProcessOptions {
-  std::string name;
-  std::optional<bool> daemon;
+  std::string name{};
+  std::optional<bool> daemon{};
 };
 struct ProcessInfo {
-  std::string name;
-  pid_t pid;
-  bool daemon;
+  std::string name{};
+  pid_t pid = 0;
+  bool daemon = false;
 };
 
 namespace detail {
@@ -66,19 +78,21 @@ public:
   // The child's body: calls target(args...). Override it in a subclass instead of a target.
   virtual void run();
 
-  // Forks the child. ProcessError if started twice or from a daemonic process; ValueError if closed.
+  // Forks the child. ProcessError if started twice, from a daemonic process, or by a process
+  // other than the one that created the object; OSError if fork fails.
   void start();
-  // Waits for the child to end. ProcessError if never started. Thread-safe.
+  // Blocks until the child ended and reaps it. ProcessError if never started or not our child.
   void join();
-  // Waits at most timeout (zero: just checks); true when the process has ended.
+  // Waits at most timeout (zero or negative: just checks); true once the child has ended.
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
-    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return join_for(std::chrono::duration<double>(timeout));
   }
   bool is_alive() const;
-  void terminate();  // SIGTERM; no effect once the child has ended
-  void kill();       // SIGKILL; no effect once the child has ended
-  // Frees the pidfd; ValueError while the child still runs. Most methods then throw ValueError.
+  void terminate();  // SIGTERM; no effect before start() or once the child has ended
+  void kill();       // SIGKILL; no effect before start() or once the child has ended
+  // Frees the pidfd; ValueError while the child still runs; closing twice is harmless. Then
+  // every method except name(), daemon() and their setters throws ValueError, as in Python.
   void close();
 
   std::optional<int> exitcode() const;
@@ -87,11 +101,16 @@ public:
   void set_name(std::string);
   bool daemon() const;
   void set_daemon(bool);  // ProcessError after start()
-  // An fd that becomes readable when the process ends (its pidfd). ValueError before start().
+  // An fd that becomes readable when the process ends (its pidfd); use it with
+  // connection::wait or poll. It stays valid until close(). ValueError before start().
   int sentinel() const;
 
+  // Every method of a moved-from Process throws ValueError (close() does nothing).
+
 private:
-  bool join_for(std::chrono::nanoseconds timeout);
+  int bootstrap();  // the child's first frame
+  bool join_for(std::chrono::duration<double> timeout);
+  bool join_until(std::optional<std::chrono::steady_clock::time_point> deadline);
   std::function<void()> target_;
   std::shared_ptr<detail::ProcessState> state_;
 };
@@ -100,7 +119,7 @@ ProcessInfo current_process();              // "MainProcess" in the main process
 std::optional<ProcessInfo> parent_process(); // nullopt in the main process
 std::vector<ProcessInfo> active_children();  // live children; reaps finished ones
 unsigned cpu_count();
-void init(int argc, char** argv);            // first line of main(); needed by spawn/forkserver
+void init(int argc, char** argv);            // first line of main(); registers the exit function
 void freeze_support();                       // for parity with Python; does nothing on Linux
 enum class StartMethod { fork, spawn, forkserver };
 // Only fork is implemented so far: spawn and forkserver throw ValueError ("not supported yet").

@@ -1,0 +1,182 @@
+// A whole program for what only a real main() can show: buffered output at fork, the exit
+// function, atexit handlers and static destructors, a parent killed under its children.
+// test_process.cpp runs it as `process_helper <mode>` with stdout and stderr on one pipe and
+// reads the lines it prints. Modes are the functions in `modes` below.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <multiproc/multiproc.hpp>
+
+#include "proc_children.hpp"
+
+namespace mp = multiproc;
+
+namespace {
+
+// One write(2) per line, so that lines from several processes never interleave.
+void say(const std::string& line) {
+  std::string out = line + "\n";
+  [[maybe_unused]] auto n = ::write(STDOUT_FILENO, out.data(), out.size());
+}
+
+void print_child_line() { std::printf("child-output\n"); }
+
+// Leaves text in stdout's buffer (no newline, stdout is a pipe) and in std::cout, then forks.
+int buffered_output() {
+  std::printf("printf-before-start ");
+  std::cout << "cout-before-start ";
+  mp::Process p(print_child_line);
+  p.start();
+  p.join();
+  std::printf("\n");
+  return 0;
+}
+
+int buffered_output_unsynced() {
+  std::ios::sync_with_stdio(false);
+  std::cout << "unsynced-cout-before-start ";
+  mp::Process p(print_child_line);
+  p.start();
+  p.join();
+  std::cout << std::endl;
+  return 0;
+}
+
+void report_children_at_exit() {
+  say("children-at-exit: " + std::to_string(multiproc_test::children_of(::getpid()).size()));
+}
+
+// Reads one line from stdin (the test's pipe), so it ends only after main() has returned.
+void finish_when_stdin_says() {
+  std::string line;
+  std::getline(std::cin, line);
+  say("child-finished");
+}
+
+int exit_joins_child() {
+  std::atexit(report_children_at_exit);
+  mp::Process p(finish_when_stdin_says);
+  p.start();
+  say("main-returning");
+  return 0;
+}
+
+void report_sigterm(int) {
+  static const char line[] = "daemon-got-sigterm\n";
+  [[maybe_unused]] auto n = ::write(STDOUT_FILENO, line, sizeof line - 1);
+  ::_exit(0);
+}
+
+void daemon_waiting_for_sigterm(mp::Connection ready) {
+  ::signal(SIGTERM, report_sigterm);
+  ready.send(true);
+  for (;;) ::pause();
+}
+
+void daemon_ignoring_sigterm(mp::Connection ready) {
+  ::signal(SIGTERM, SIG_IGN);
+  ready.send(true);
+  for (;;) ::pause();
+}
+
+int start_daemon_then_return(void (*body)(mp::Connection)) {
+  std::atexit(report_children_at_exit);
+  auto [reader, writer] = mp::Pipe(false);
+  mp::Process p(mp::ProcessOptions{.name = "daemon", .daemon = true}, body, writer);
+  p.start();
+  if (!reader.poll(std::chrono::seconds(10))) return 2;
+  reader.recv<bool>();
+  say("daemon-pid: " + std::to_string(*p.pid()));
+  say("main-returning");
+  return 0;
+}
+
+int exit_terminates_daemon() { return start_daemon_then_return(daemon_waiting_for_sigterm); }
+int exit_kills_stubborn_daemon() { return start_daemon_then_return(daemon_ignoring_sigterm); }
+
+struct AnnouncesDestruction {
+  ~AnnouncesDestruction() { say("static-destructor pid=" + std::to_string(::getpid())); }
+} g_static_object;
+
+void announce_atexit() { say("atexit-handler pid=" + std::to_string(::getpid())); }
+
+void return_normally() {}
+void exit_three() { throw mp::SystemExit{3}; }
+void throw_error() { throw mp::ValueError("expected failure"); }
+void call_std_exit() { std::exit(4); }
+
+// Children leaving in every way a child can; none may run the handler or the destructor.
+int child_skips_parent_exit_handlers() {
+  std::atexit(announce_atexit);
+  say("main pid=" + std::to_string(::getpid()));
+  std::string codes = "exitcodes:";
+  for (auto body : {return_normally, exit_three, throw_error, call_std_exit}) {
+    mp::Process p(body);
+    p.start();
+    p.join();
+    codes += " " + std::to_string(*p.exitcode());
+  }
+  say(codes);
+  return 0;
+}
+
+void pause_forever() {
+  for (;;) ::pause();
+}
+
+// The test kills this program with SIGKILL once it printed the child's pid.
+int parent_gets_killed() {
+  mp::Process p(pause_forever);
+  p.start();
+  say("child-pid: " + std::to_string(*p.pid()));
+  pause_forever();
+  return 0;
+}
+
+void report_zombies_at_exit() {
+  say("zombies-at-exit: " + std::to_string(multiproc_test::zombie_children_of(::getpid()).size()));
+}
+
+// Registered before the library's exit function, the report runs after it.
+int unjoined_child_reaped_at_exit() {
+  std::atexit(report_zombies_at_exit);
+  int ended;
+  {
+    mp::Process p(return_normally);
+    p.start();
+    ended = ::dup(p.sentinel());
+  }
+  if (mp::connection::wait(std::vector<int>{ended}, std::chrono::seconds(10)).empty()) return 2;
+  ::close(ended);
+  say("zombies-before-exit: " + std::to_string(multiproc_test::zombie_children_of(::getpid()).size()));
+  return 0;
+}
+
+const std::map<std::string, std::function<int()>> modes = {
+    {"buffered-output", buffered_output},
+    {"buffered-output-unsynced", buffered_output_unsynced},
+    {"exit-joins-child", exit_joins_child},
+    {"exit-terminates-daemon", exit_terminates_daemon},
+    {"exit-kills-stubborn-daemon", exit_kills_stubborn_daemon},
+    {"child-skips-parent-exit-handlers", child_skips_parent_exit_handlers},
+    {"parent-gets-killed", parent_gets_killed},
+    {"unjoined-child-reaped-at-exit", unjoined_child_reaped_at_exit},
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  auto mode = argc == 2 ? modes.find(argv[1]) : modes.end();
+  if (mode == modes.end()) {
+    std::cerr << "usage: process_helper <mode>\n";
+    return 64;
+  }
+  return mode->second();
+}
