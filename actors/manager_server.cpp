@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -75,24 +76,15 @@ caf::behavior object_actor(object_actor_t* self, std::shared_ptr<SharedObject> o
 
 // ---- sessions ---------------------------------------------------------------------------------
 
-// One authenticated client connection. Replies come from actors (deliver) or from the session's
-// own thread (write); an eventfd tells the session thread that an actor answered, so it can
-// block while the actor works instead of spinning against it for the CPU.
+// One authenticated client connection. Replies are written by whichever thread runs the object's
+// actor (usually the session's own thread, see InlineUnit), or by the session thread itself.
 class Session final : public ReplySink {
 public:
-  Session(SessionId id, Connection conn)
-      : ReplySink(id), conn_(std::move(conn)), replied_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (replied_ < 0) throw OSError("eventfd failed", errno);
-  }
-  ~Session() override { ::close(replied_); }
+  Session(SessionId id, Connection conn) : ReplySink(id), conn_(std::move(conn)) {}
 
   int fd() const { return conn_.fileno(); }
   Connection& connection() { return conn_; }
   void deliver(std::string payload) override {
-    write(payload);
-    ::eventfd_write(replied_, 1);
-  }
-  void write(std::string_view payload) {
     std::lock_guard lock(m_);
     if (closed_) return;
     try {
@@ -100,14 +92,6 @@ public:
     } catch (const Error&) {
       closed_ = true;  // the client is gone; its session thread sees EOF and cleans up
     }
-  }
-  // Blocks until an actor replied or the client sent something (or closed).
-  void await_reply() {
-    pollfd p[2] = {{fd(), POLLIN, 0}, {replied_, POLLIN, 0}};
-    while (::poll(p, 2, -1) < 0 && errno == EINTR) {
-    }
-    eventfd_t ignored;
-    ::eventfd_read(replied_, &ignored);
   }
   void close() {
     std::lock_guard lock(m_);
@@ -118,9 +102,50 @@ public:
 
 private:
   Connection conn_;
-  int replied_;
   std::mutex m_;
   bool closed_ = false;
+};
+
+// The session thread as a CAF execution unit: an object actor that a call wakes up runs right
+// here, on the thread that read the call, instead of waiting for a scheduler thread to wake up
+// (a cross-CPU wake-up costs more than the call itself, notes/caf-0.17.md). The actor's mailbox
+// still serializes everything: a call to an actor already running elsewhere just queues there.
+class InlineUnit final : public caf::execution_unit {
+public:
+  explicit InlineUnit(caf::actor_system& system) : caf::execution_unit(&system) {}
+
+  void exec_later(caf::resumable* job) override {
+    jobs_.push_back(job);
+    if (running_) return;  // an actor we run sent to another one: run that next, not nested
+    running_ = true;
+    while (!jobs_.empty()) {
+      auto* next = jobs_.front();
+      jobs_.pop_front();
+      run(next);
+    }
+    running_ = false;
+  }
+
+  void send(const caf::actor& target, caf::message msg) {
+    caf::actor_cast<caf::abstract_actor*>(target)->enqueue(
+        caf::make_mailbox_element(nullptr, caf::make_message_id(), {}, std::move(msg)), this);
+  }
+
+private:
+  // An actor with more queued work than this goes to the scheduler: a session serves its own
+  // client first and does not get stuck draining everybody else's calls.
+  static constexpr std::size_t inline_throughput = 64;
+
+  void run(caf::resumable* job) {
+    if (job->resume(this, inline_throughput) == caf::resumable::resume_later) {
+      system().scheduler().enqueue(job);  // the reference CAF took for us moves along
+      return;
+    }
+    caf::intrusive_ptr_release(job);
+  }
+
+  std::deque<caf::resumable*> jobs_;
+  bool running_ = false;
 };
 
 struct ParsedRequest {
@@ -205,9 +230,10 @@ private:
     auto session = std::make_shared<Session>(next_session_++, std::move(conn));
     auto it = register_session(session);
     if (authenticate(session->connection())) {
-      serve_requests(*session, session);
+      InlineUnit unit(system_);
+      serve_requests(*session, session, unit);
       session->close();
-      broadcast_closed(session->id());
+      broadcast_closed(session->id(), unit);
     }
     std::lock_guard lock(m_);
     sessions_.erase(it);
@@ -225,7 +251,7 @@ private:
     return true;
   }
 
-  void serve_requests(Session& session, const std::shared_ptr<Session>& sink) {
+  void serve_requests(Session& session, const std::shared_ptr<Session>& sink, InlineUnit& unit) {
     for (;;) {
       wait_readable(session.fd(), std::nullopt);
       std::string payload;
@@ -238,19 +264,19 @@ private:
       try {
         request = parse_request(payload);
       } catch (const Error& e) {
-        session.write(encode_error(errc::error, e.what()));
+        session.deliver(encode_error(errc::error, e.what()));
         continue;
       }
-      if (request.id == server_object_id) {
-        if (!serve_server_call(session, request)) return;
-      } else if (dispatch(session, sink, std::move(request))) {
-        session.await_reply();
+      if (request.id != server_object_id) {
+        dispatch(sink, std::move(request), unit);
+      } else if (!serve_server_call(session, request)) {
+        return;
       }
     }
   }
 
-  // Hands an object call to its actor; false (after replying the error) for an unknown object.
-  bool dispatch(Session& session, const std::shared_ptr<Session>& sink, ParsedRequest request) {
+  // Hands an object call to its actor (KeyError for an unknown object).
+  void dispatch(const std::shared_ptr<Session>& sink, ParsedRequest request, InlineUnit& unit) {
     caf::actor target;
     {
       std::lock_guard lock(m_);
@@ -258,12 +284,11 @@ private:
       if (it != objects_.end()) target = it->second;
     }
     if (!target) {
-      session.write(encode_error(errc::key_error, "the manager has no object " + std::to_string(request.id)));
-      return false;
+      sink->deliver(encode_error(errc::key_error, "the manager has no object " + std::to_string(request.id)));
+      return;
     }
     auto call = std::make_shared<Call>(Call{sink, std::move(request.method), std::move(request.handle)});
-    caf::anon_send(target, call_atom::value, std::move(call));
-    return true;
+    unit.send(target, caf::make_message(call_atom::value, std::move(call)));
   }
 
   // Requests to the server itself. false: the session ends (shutdown).
@@ -279,20 +304,20 @@ private:
           return o;
         }();
         auto id = create(args.via.array.ptr[0].as<std::string>(), args.via.array.size > 1 ? args.via.array.ptr[1] : no_args);
-        session.write(encode_ok(id));
+        session.deliver(encode_ok(id));
       } else if (request.method == "ping") {
-        session.write(encode_ok(msgpack::type::nil_t{}));
+        session.deliver(encode_ok(msgpack::type::nil_t{}));
       } else if (request.method == "shutdown") {
-        session.write(encode_ok(msgpack::type::nil_t{}));
+        session.deliver(encode_ok(msgpack::type::nil_t{}));
         ::eventfd_write(stop_fd_, 1);
         return false;
       } else {
         throw AttributeError("the manager has no server method '" + request.method + "'");
       }
     } catch (const msgpack::type_error&) {
-      session.write(encode_error(errc::type_error, "create() takes a typeid string and an argument array"));
+      session.deliver(encode_error(errc::type_error, "create() takes a typeid string and an argument array"));
     } catch (...) {
-      session.write(encode_exception(std::current_exception()));
+      session.deliver(encode_exception(std::current_exception()));
     }
     return true;
   }
@@ -330,9 +355,13 @@ private:
     return sessions_.insert(sessions_.end(), std::move(session));
   }
 
-  void broadcast_closed(SessionId id) {
-    std::lock_guard lock(m_);
-    for (const auto& [oid, actor] : objects_) caf::anon_send(actor, closed_atom::value, id);
+  void broadcast_closed(SessionId id, InlineUnit& unit) {
+    std::vector<caf::actor> targets;
+    {
+      std::lock_guard lock(m_);
+      for (const auto& [oid, actor] : objects_) targets.push_back(actor);
+    }
+    for (const auto& actor : targets) unit.send(actor, caf::make_message(closed_atom::value, id));
   }
 
   void stop_sessions() {
