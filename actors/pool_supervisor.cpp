@@ -1,0 +1,97 @@
+#include "actors/pool_supervisor.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <cstdint>
+#include <iostream>
+#include <optional>
+#include <unordered_map>
+
+#include "actors/runtime.hpp"
+
+namespace multiproc::actors {
+
+bool restart_intensity::record(clock::time_point now) {
+  crashes_.push_back(now);
+  while (!crashes_.empty() && now - crashes_.front() > period_) crashes_.pop_front();
+  return crashes_.size() <= max_;
+}
+
+namespace {
+
+using watch_atom = caf::atom_constant<caf::atom("mp_watch")>;
+
+struct supervisor_state {
+  pool_control* pool = nullptr;
+  std::optional<restart_intensity> intensity;
+  std::unordered_map<std::int64_t, std::size_t> slots;  // pidfd scribe -> worker slot
+};
+using supervisor_actor = caf::stateful_actor<supervisor_state, caf::io::broker>;
+
+// A pidfd is never readable before its process ends; then recv fails (ENOTSOCK) and the
+// broker reports connection_closed_msg: an exit event without a SIGCHLD handler.
+void adopt(supervisor_actor* self, std::size_t slot, int exit_fd) {
+  auto handle = self->add_scribe(exit_fd);
+  self->configure_read(handle, caf::io::receive_policy::at_most(1));
+  self->state.slots[handle.id()] = slot;
+}
+
+void restart(supervisor_actor* self, std::size_t slot) {
+  auto& st = self->state;
+  try {
+    int exit_fd = st.pool->start_worker(slot);
+    if (exit_fd >= 0) adopt(self, slot, exit_fd);
+  } catch (const std::exception& e) {
+    st.pool->break_pool(std::string("could not start a replacement pool worker: ") + e.what());
+  }
+}
+
+void on_worker_end(supervisor_actor* self, std::int64_t handle_id) {
+  auto& st = self->state;
+  auto it = st.slots.find(handle_id);
+  if (it == st.slots.end()) return;
+  std::size_t slot = it->second;
+  st.slots.erase(it);
+  bool crashed = st.pool->settle_exit(slot);
+  if (crashed && !st.intensity->record(restart_intensity::clock::now())) {
+    st.pool->break_pool("pool workers crashed more than max_restarts times within restart_window");
+    return;
+  }
+  restart(self, slot);
+}
+
+caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_intensity intensity) {
+  self->state.pool = pool;
+  self->state.intensity.emplace(intensity);
+  return {
+      [=](watch_atom, std::uint64_t slot, int exit_fd) { adopt(self, slot, exit_fd); },
+      [=](const caf::io::connection_closed_msg& msg) { on_worker_end(self, msg.handle.id()); },
+      [=](const caf::io::new_data_msg&) {},  // a pidfd carries no data
+  };
+}
+
+} // namespace
+
+struct pool_supervisor::impl {
+  caf::actor actor;
+};
+
+pool_supervisor::pool_supervisor(pool_control& pool, restart_intensity intensity) : impl_(std::make_unique<impl>()) {
+  impl_->actor = system().middleman().spawn_broker(supervise, &pool, intensity);
+}
+
+pool_supervisor::~pool_supervisor() { stop(); }
+
+void pool_supervisor::watch(std::size_t slot, int exit_fd) {
+  caf::anon_send(impl_->actor, watch_atom::value, static_cast<std::uint64_t>(slot), exit_fd);
+}
+
+void pool_supervisor::stop() {
+  if (!impl_->actor) return;
+  caf::scoped_actor self{system()};
+  self->send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+  self->wait_for(impl_->actor);
+  impl_->actor = nullptr;
+}
+
+} // namespace multiproc::actors

@@ -1,0 +1,361 @@
+// What pool.hpp's templates need to turn a call into tasks and results back into values.
+//
+// A task crosses to a worker by identity: workers are forked, so the user's function pointer and
+// a type-erased runner (an instantiation of run_each/run_star below) are valid addresses there.
+// A chunk travels as [runner][fn][MessagePack array of argument items]; the worker answers with a
+// status byte and either the MessagePack array of results or [type name, message].
+// In the parent, a job receives its chunks' results (under the pool's lock, on whichever thread
+// read them) and wakes its waiters; callbacks run later on the pool's result thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/wire.hpp"
+#include "multiproc/errors.hpp"
+
+namespace multiproc::detail {
+
+// ---- the user's function -------------------------------------------------------------------
+
+template <class F>
+concept plain_function = requires(F f) {
+  requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
+};
+
+template <class Fn>
+struct fn_traits;
+template <class R, class... P>
+struct fn_traits<R (*)(P...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<P>...>;
+  static constexpr std::size_t arity = sizeof...(P);
+};
+template <class R, class... P>
+struct fn_traits<R (*)(P...) noexcept> : fn_traits<R (*)(P...)> {};
+
+template <class F>
+using fn_ptr_t = decltype(+std::declval<F&>());
+template <class F>
+using result_of_t = std::decay_t<typename fn_traits<fn_ptr_t<F>>::result>;
+
+using erased_fn = void (*)();
+
+// ---- worker side ---------------------------------------------------------------------------
+
+// Runs fn over every item of a chunk (a MessagePack array) and packs the results, in order, as
+// one array into out. Throws what fn throws, or TypeError when an item does not decode.
+using chunk_runner = void (*)(erased_fn fn, const msgpack::object& chunk, Buffer& out);
+
+void check_chunk(const msgpack::object& chunk);
+
+template <class R, class Call>
+void pack_call(msgpack::packer<Buffer>& pk, Call&& call) {
+  if constexpr (std::is_void_v<R>) {
+    call();
+    pk.pack_nil();
+  } else {
+    pk.pack(call());
+  }
+}
+
+// map/imap: every item is the function's single argument.
+template <class Fn>
+void run_each(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+  using traits = fn_traits<Fn>;
+  using arg = std::tuple_element_t<0, typename traits::args>;
+  check_chunk(chunk);
+  auto f = reinterpret_cast<Fn>(fn);
+  msgpack::packer<Buffer> pk(out);
+  pk.pack_array(chunk.via.array.size);
+  for (const auto& item : std::span(chunk.via.array.ptr, chunk.via.array.size))
+    pack_call<typename traits::result>(pk, [&] { return f(convert<arg>(item)); });
+}
+
+// apply/starmap: every item is a tuple of the function's arguments.
+template <class Fn>
+void run_star(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+  using traits = fn_traits<Fn>;
+  check_chunk(chunk);
+  auto f = reinterpret_cast<Fn>(fn);
+  msgpack::packer<Buffer> pk(out);
+  pk.pack_array(chunk.via.array.size);
+  for (const auto& item : std::span(chunk.via.array.ptr, chunk.via.array.size)) {
+    auto args = convert<typename traits::args>(item);
+    pack_call<typename traits::result>(pk, [&] { return std::apply(f, std::move(args)); });
+  }
+}
+
+// ---- parent side: waiting ------------------------------------------------------------------
+
+// A mutex/condition pair whose waiters first spin on an event counter: a result usually lands
+// within microseconds, and a sleeping waiter costs a cross-CPU wake-up (~35 µs here).
+class waitable {
+public:
+  // Waits (lk holds m_) until pred() or the deadline; returns pred().
+  template <class Pred>
+  bool wait_until(std::unique_lock<std::mutex>& lk, Deadline deadline, Pred pred) {
+    if (pred()) return true;
+    spin(lk, deadline);
+    while (!pred()) {
+      if (!deadline) {
+        cv_.wait(lk);
+      } else if (cv_.wait_until(lk, *deadline) == std::cv_status::timeout) {
+        return pred();
+      }
+    }
+    return true;
+  }
+
+protected:
+  // With m_ held: wake every waiter.
+  void notify_locked() {
+    events_.fetch_add(1, std::memory_order_release);
+    cv_.notify_all();
+  }
+  mutable std::mutex m_;
+
+private:
+  void spin(std::unique_lock<std::mutex>& lk, Deadline deadline) {
+    auto end = Clock::now() + spin_duration();
+    if (deadline && *deadline < end) end = *deadline;
+    auto seen = events_.load(std::memory_order_acquire);
+    lk.unlock();
+    while (Clock::now() < end) {
+      if (events_.load(std::memory_order_acquire) != seen) break;
+      progress_hook();
+      std::this_thread::yield();
+    }
+    lk.lock();
+  }
+  // Lets a waiting caller read results itself instead of waiting for the result thread.
+  virtual void progress_hook() {}
+
+  std::condition_variable cv_;
+  std::atomic<std::uint64_t> events_{0};
+};
+
+// ---- parent side: jobs ---------------------------------------------------------------------
+
+class pool_core;
+// Reads whatever results have arrived (the caller's spin while it waits). Never blocks.
+void poll_results(pool_core&);
+
+// The results of one call (apply, map, imap...) split into chunks. The pool's lock guards
+// chunks_left; deliver/fail run under it; callbacks run on the result thread without it.
+class job : public waitable, public std::enable_shared_from_this<job> {
+public:
+  virtual ~job() = default;
+  // Items [first, first + n) of the call produced `results` (a MessagePack array of n values).
+  virtual void deliver(std::size_t first, const msgpack::object& results) = 0;
+  virtual void fail(std::size_t first, std::size_t n, std::exception_ptr error) = 0;
+  // Marks the call finished (after its callbacks ran, if any) and wakes waiters.
+  virtual void complete() {}
+  virtual bool has_callbacks() const { return false; }
+  // Runs the user's callback or error_callback; on the result thread.
+  virtual void run_callbacks() {}
+
+  std::size_t chunks_left = 0;
+  std::weak_ptr<pool_core> pool;  // for progress_hook
+
+private:
+  void progress_hook() override {
+    if (auto p = pool.lock()) poll_results(*p);
+  }
+};
+
+// Values as stored in the parent: void results become monostate.
+template <class R>
+using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+template <class T>
+void check_results(const msgpack::object& results, std::size_t n) {
+  if (results.type != msgpack::type::ARRAY || results.via.array.size != n)
+    throw TypeError("a pool worker answered with " + msgpack_type_name(results) + " where " +
+                    std::to_string(n) + " results of type " + type_name<T>() + " were expected");
+}
+
+// AsyncResult's state: one value of type V, or the first error, once every chunk has answered.
+template <class V>
+class result_job : public job {
+public:
+  using value_callback = std::function<void(const V&)>;
+  using error_callback = std::function<void(std::exception_ptr)>;
+
+  void set_callbacks(value_callback on_value, error_callback on_error) {
+    on_value_ = std::move(on_value);
+    on_error_ = std::move(on_error);
+  }
+  void fail(std::size_t, std::size_t, std::exception_ptr error) override {
+    std::lock_guard lk(m_);
+    if (!error_) error_ = std::move(error);
+  }
+  void complete() override {
+    std::lock_guard lk(m_);
+    done_.store(true, std::memory_order_release);
+    notify_locked();
+  }
+  bool has_callbacks() const override { return on_value_ || on_error_; }
+  void run_callbacks() override {
+    if (error_) {
+      if (on_error_) on_error_(error_);
+    } else if (on_value_) {
+      on_value_(value_);
+    }
+  }
+
+  bool wait(Deadline deadline) {
+    if (done_.load(std::memory_order_acquire)) return true;
+    std::unique_lock lk(m_);
+    return wait_until(lk, deadline, [&] { return done_.load(std::memory_order_acquire); });
+  }
+  bool ready() const { return done_.load(std::memory_order_acquire); }
+  bool successful() const {
+    if (!ready()) throw ValueError("AsyncResult is not ready: wait() for it before asking successful()");
+    return !error_;
+  }
+  // After wait(): the value, or the task's exception rethrown.
+  const V& value() const {
+    if (error_) std::rethrow_exception(error_);
+    return value_;
+  }
+
+protected:
+  V value_{};
+
+private:
+  std::exception_ptr error_;
+  std::atomic<bool> done_{false};
+  value_callback on_value_;
+  error_callback on_error_;
+};
+
+// apply/apply_async: one item.
+template <class R>
+class single_job final : public result_job<stored_t<R>> {
+public:
+  void deliver(std::size_t, const msgpack::object& results) override {
+    check_results<R>(results, 1);
+    if constexpr (!std::is_void_v<R>) this->value_ = convert<R>(results.via.array.ptr[0]);
+  }
+};
+
+// map/starmap: n items, in order.
+template <class R>
+class list_job final : public result_job<std::vector<R>> {
+public:
+  explicit list_job(std::size_t n) { this->value_.resize(n); }
+  void deliver(std::size_t first, const msgpack::object& results) override {
+    check_results<R>(results, results.via.array.size);
+    auto items = std::span(results.via.array.ptr, results.via.array.size);
+    if (first + items.size() > this->value_.size()) throw Error("a pool worker answered with too many results");
+    for (std::size_t i = 0; i < items.size(); ++i) this->value_[first + i] = convert<R>(items[i]);
+  }
+};
+
+// imap/imap_unordered: items become visible one chunk at a time.
+template <class R>
+class stream_job final : public job {
+public:
+  stream_job(std::size_t n, bool ordered) : n_(n), ordered_(ordered) {}
+
+  void deliver(std::size_t first, const msgpack::object& results) override {
+    check_results<R>(results, results.via.array.size);
+    std::vector<entry> values;
+    for (const auto& item : std::span(results.via.array.ptr, results.via.array.size))
+      values.emplace_back(convert<R>(item));
+    store(first, std::move(values));
+  }
+  void fail(std::size_t first, std::size_t n, std::exception_ptr error) override {
+    store(first, std::vector<entry>(n, entry(error)));
+  }
+
+  // The next item: nullopt after the last one, TimeoutError past the deadline.
+  std::optional<R> next(Deadline deadline) {
+    std::unique_lock lk(m_);
+    if (taken_ == n_) return std::nullopt;
+    // Ordered items are keyed by position, unordered ones by arrival: either way the next is taken_.
+    if (!wait_until(lk, deadline, [&] { return items_.count(taken_) > 0; }))
+      throw TimeoutError("no result from the pool within the timeout");
+    auto node = items_.extract(taken_);
+    ++taken_;
+    if (auto* error = std::get_if<std::exception_ptr>(&node.mapped())) std::rethrow_exception(*error);
+    return std::move(std::get<R>(node.mapped()));
+  }
+
+private:
+  using entry = std::variant<R, std::exception_ptr>;
+  void store(std::size_t first, std::vector<entry> values) {
+    std::lock_guard lk(m_);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      items_.emplace(ordered_ ? first + i : arrived_++, std::move(values[i]));
+    notify_locked();
+  }
+
+  std::size_t n_;
+  bool ordered_;
+  std::size_t taken_ = 0;    // items handed to the caller
+  std::size_t arrived_ = 0;  // imap_unordered: items in arrival order
+  std::map<std::size_t, entry> items_;
+};
+
+// ---- parent side: submissions --------------------------------------------------------------
+
+// One call's chunks, packed back to back in `args`.
+struct submission {
+  struct chunk {
+    std::size_t offset, size;  // bytes of args
+    std::size_t first, count;  // items of the call
+  };
+  std::shared_ptr<job> owner;
+  chunk_runner runner;
+  erased_fn fn;
+  std::string args;
+  std::vector<chunk> chunks;
+};
+
+// CPython's Pool._map_async default: divmod(len, 4 * processes), rounded up.
+inline std::size_t default_chunksize(std::size_t n, unsigned processes) {
+  std::size_t per = std::size_t{4} * processes;
+  return n / per + (n % per ? 1 : 0);
+}
+
+// Packs items [0, n) into chunks of `chunksize`; pack_item(packer, item) packs one item.
+template <class Range, class PackItem>
+void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, PackItem pack_item) {
+  Buffer buf;
+  msgpack::packer<Buffer> pk(buf);
+  std::size_t index = 0;
+  auto it = std::begin(items);
+  auto end = std::end(items);
+  std::size_t n = static_cast<std::size_t>(std::distance(it, end));
+  buf.data.reserve(n * 4 + 16);
+  while (index < n) {
+    std::size_t count = std::min(chunksize, n - index);
+    std::size_t offset = buf.data.size();
+    pk.pack_array(static_cast<uint32_t>(count));
+    for (std::size_t i = 0; i < count; ++i, ++it) pack_item(pk, *it);
+    sub.chunks.push_back({offset, buf.data.size() - offset, index, count});
+    index += count;
+  }
+  sub.args = std::move(buf.data);
+}
+
+} // namespace multiproc::detail

@@ -1,0 +1,679 @@
+// The Pool's data plane: chunks go from the submitting thread straight into worker sockets, and
+// answers are read by whichever thread gets there first — a caller spinning in get() or the
+// pool's result thread — and written straight into the waiting job. The supervisor actor
+// (actors/pool_supervisor) is the control plane: worker exits, restarts, breaking the pool.
+#include "multiproc/pool.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <iostream>
+
+#include "actors/pool_supervisor.hpp"
+#include "launch.hpp"
+#include "multiproc/detail/errc.hpp"
+#include "pool_worker.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+constexpr std::uint64_t wake_key = ~std::uint64_t{0};
+// How long a chunk may wait behind others on one worker: the window of chunks in flight per
+// worker is this over the worker's measured time per chunk (so slow tasks go one at a time and
+// trivial ones are pipelined 64 deep).
+constexpr double window_target_us = 500;
+constexpr std::size_t max_window = 64;
+constexpr auto terminate_grace = std::chrono::milliseconds(200);
+
+[[noreturn]] void throw_errno(const char* what) {
+  throw OSError(std::string(what) + ": " + std::strerror(errno), errno);
+}
+
+std::exception_ptr error_ptr(errc code, const std::string& message, const std::string& detail = {}) {
+  try {
+    raise(code, message, detail);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+void put_be32(std::string& out, std::uint32_t v) {
+  char b[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+  out.append(b, 4);
+}
+
+void close_internal(int& fd) {
+  if (fd < 0) return;
+  unregister_internal_fd(fd);
+  ::close(fd);
+  fd = -1;
+}
+
+std::string describe_exit(pid_t pid, int code) {
+  std::string who = "a pool worker (pid " + std::to_string(pid) + ")";
+  if (code < 0) return who + " was killed by signal " + std::to_string(-code) + " while running the task";
+  return who + " exited with code " + std::to_string(code) + " while running the task";
+}
+
+struct chunk_ref {
+  std::shared_ptr<submission> sub;
+  std::size_t index;
+  const submission::chunk& span() const { return sub->chunks[index]; }
+  job& owner() const { return *sub->owner; }
+};
+
+struct in_flight : chunk_ref {
+  Clock::time_point sent;
+};
+
+struct worker {
+  pid_t pid;
+  int pidfd;
+  int sock;
+  std::size_t budget;  // chunks it may still be given before it retires (maxtasksperchild)
+  std::deque<in_flight> inflight;
+  std::string out;  // frames not yet written
+  std::size_t out_sent = 0;
+  bool want_write = false;
+  bool eof = false;
+  frame_reader in;
+  double service_us = 0;  // moving average of the time per chunk; 0 until measured
+  Clock::time_point last_answer{};
+
+  std::size_t window() const {
+    if (service_us <= 0) return 1;
+    return std::clamp<std::size_t>(static_cast<std::size_t>(window_target_us / service_us), 1, max_window);
+  }
+  bool can_take() const { return !eof && budget > 0 && inflight.size() < window(); }
+};
+
+} // namespace
+
+class pool_core final : public actors::pool_control, public std::enable_shared_from_this<pool_core> {
+public:
+  explicit pool_core(PoolOptions options);
+  ~pool_core() override;
+  void start();
+
+  void submit(std::shared_ptr<submission> sub);
+  void poll();
+  void close();
+  void terminate();
+  void join();
+  std::vector<pid_t> pids() const;
+  bool owned_here() const { return owner_ == ::getpid(); }
+  void check_owner() const {
+    if (!owned_here()) throw ValueError("this Pool belongs to another process (pid " + std::to_string(owner_) + ")");
+  }
+
+  bool settle_exit(std::size_t slot) override;
+  int start_worker(std::size_t slot) override;
+  void break_pool(const std::string& why) override;
+
+private:
+  enum class state { running, closed, terminated };
+
+  void result_loop();
+  void handle_events(const epoll_event* events, int n);
+  void read_answers(worker& w);
+  void handle_answer(worker& w, std::string_view frame);
+  void dispatch();
+  void send_chunk(worker& w, chunk_ref ref);
+  void flush(worker& w);
+  void set_write_interest(worker& w, bool on);
+  void fail_chunk(const chunk_ref& ref, std::exception_ptr error);
+  void chunk_done(job& j);
+  void finish(job& j);
+  void complete(job& j);
+  void run_callbacks(const std::vector<std::shared_ptr<job>>& jobs);
+  void fail_everything(errc code, const std::string& message);
+  void remove_worker(std::size_t slot);
+  bool wants_workers() const;
+  void stop_result_thread();
+  void wake_result_thread();
+
+  const PoolOptions options_;
+  const pid_t owner_ = ::getpid();
+  mutable std::mutex m_;
+  std::condition_variable idle_cv_;  // unfinished_ reached 0
+  state state_ = state::running;
+  std::string broken_;  // why the pool broke; empty while it is not broken
+  std::deque<chunk_ref> pending_;
+  std::vector<std::unique_ptr<worker>> workers_;  // by slot; null while a slot is empty
+  std::size_t unfinished_ = 0;                    // jobs submitted and not completed
+  std::atomic<std::size_t> in_flight_{0};
+  std::vector<std::shared_ptr<job>> callbacks_;  // finished jobs whose callbacks are due
+  bool stopping_ = false;
+  bool shut_down_ = false;  // terminate() or join() took the workers down
+  int epoll_ = -1;
+  int wake_ = -1;
+  std::thread result_thread_;
+  std::thread::id result_thread_id_;
+  std::optional<actors::pool_supervisor> supervisor_;
+};
+
+void poll_results(pool_core& core) { core.poll(); }
+
+pool_core::pool_core(PoolOptions options) : options_(std::move(options)) {
+  if (options_.processes == 0) throw ValueError("Number of processes must be at least 1");
+  epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_ < 0) throw_errno("epoll_create1 failed");
+  register_internal_fd(epoll_);
+  wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_ < 0) {
+    close_internal(epoll_);
+    throw_errno("eventfd failed");
+  }
+  register_internal_fd(wake_);
+  epoll_event ev{EPOLLIN, {.u64 = wake_key}};
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
+  workers_.resize(options_.processes);
+}
+
+pool_core::~pool_core() {
+  close_internal(wake_);
+  close_internal(epoll_);
+}
+
+void pool_core::start() {
+  {
+    // result_loop() takes m_ first, so it sees result_thread_id_ set.
+    std::lock_guard lk(m_);
+    result_thread_ = std::thread([this] { result_loop(); });
+    result_thread_id_ = result_thread_.get_id();
+  }
+  supervisor_.emplace(*this, actors::restart_intensity(options_.max_restarts, options_.restart_window));
+  for (std::size_t slot = 0; slot < workers_.size(); ++slot) supervisor_->watch(slot, start_worker(slot));
+}
+
+// ---- workers ------------------------------------------------------------------------------
+
+bool pool_core::wants_workers() const {
+  if (!broken_.empty()) return false;
+  return state_ == state::running || (state_ == state::closed && unfinished_ > 0);
+}
+
+int pool_core::start_worker(std::size_t slot) {
+  {
+    std::lock_guard lk(m_);
+    if (!wants_workers()) return -1;
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair failed");
+  register_internal_fd(sv[0]);
+  register_internal_fd(sv[1]);
+  auto identity = next_child_identity();
+  ChildIdentity who{"ForkPoolWorker-" + std::to_string(identity.back()), true, identity};
+  Forked child;
+  try {
+    child = fork_child(
+        who,
+        [&] {
+          return run_guarded([&] { run_pool_worker(sv[1], options_.initializer, options_.maxtasksperchild); });
+        },
+        {sv[1]});
+  } catch (...) {
+    close_internal(sv[0]);
+    close_internal(sv[1]);
+    throw;
+  }
+  close_internal(sv[1]);
+  ::fcntl(sv[0], F_SETFL, ::fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+  // A second pidfd, not a dup: the supervisor's broker makes its descriptor non-blocking, and a
+  // dup would share that flag and break the blocking reaps here.
+  int exit_fd = pidfd_open(child.pid);
+  if (exit_fd < 0) {
+    int err = errno;
+    pidfd_send_signal(child.pidfd, SIGKILL);
+    try_reap(child.pidfd, true);
+    close_internal(child.pidfd);
+    close_internal(sv[0]);
+    throw OSError(std::string("pidfd_open failed: ") + std::strerror(err), err);
+  }
+
+  auto w = std::make_unique<worker>();
+  w->pid = child.pid;
+  w->pidfd = child.pidfd;
+  w->sock = sv[0];
+  w->budget = options_.maxtasksperchild ? options_.maxtasksperchild : SIZE_MAX;
+  epoll_event ev{EPOLLIN | EPOLLRDHUP, {.u64 = slot}};
+  std::lock_guard lk(m_);
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, w->sock, &ev);
+  workers_[slot] = std::move(w);
+  dispatch();
+  return exit_fd;
+}
+
+bool pool_core::settle_exit(std::size_t slot) {
+  int pidfd;
+  {
+    std::lock_guard lk(m_);
+    if (!workers_[slot]) return false;
+    pidfd = workers_[slot]->pidfd;
+  }
+  int code = try_reap(pidfd, true).value_or(255);
+  std::lock_guard lk(m_);
+  auto& w = *workers_[slot];
+  if (!w.eof) read_answers(w);  // what it answered before it died still counts
+  bool lost = !w.inflight.empty();
+  if (lost) {
+    // Answers come in order and a worker answers a chunk before starting the next, so the
+    // first unanswered chunk is the one it died in; the others never started: run them again.
+    fail_chunk(w.inflight.front(), error_ptr(errc::worker_lost, describe_exit(w.pid, code), std::to_string(code)));
+    for (auto it = w.inflight.rbegin(); it != w.inflight.rend() - 1; ++it) pending_.push_front(*it);
+    in_flight_ -= w.inflight.size();
+    w.inflight.clear();
+  }
+  remove_worker(slot);
+  dispatch();
+  return lost || code != 0;
+}
+
+void pool_core::remove_worker(std::size_t slot) {
+  auto& w = workers_[slot];
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, w->sock, nullptr);
+  close_internal(w->sock);
+  close_internal(w->pidfd);
+  w.reset();
+}
+
+void pool_core::break_pool(const std::string& why) {
+  std::lock_guard lk(m_);
+  if (!broken_.empty()) return;
+  broken_ = why;
+  while (!pending_.empty()) {
+    auto ref = std::move(pending_.front());
+    pending_.pop_front();
+    fail_chunk(ref, error_ptr(errc::broken_pool, broken_));
+  }
+}
+
+std::vector<pid_t> pool_core::pids() const {
+  check_owner();
+  std::lock_guard lk(m_);
+  std::vector<pid_t> out;
+  for (const auto& w : workers_)
+    if (w) out.push_back(w->pid);
+  return out;
+}
+
+// ---- sending ------------------------------------------------------------------------------
+
+void pool_core::submit(std::shared_ptr<submission> sub) {
+  check_owner();
+  auto& j = *sub->owner;
+  j.pool = weak_from_this();
+  j.chunks_left = sub->chunks.size();
+  std::lock_guard lk(m_);
+  if (state_ != state::running) throw ValueError("Pool not running: no tasks can be submitted after close() or terminate()");
+  ++unfinished_;
+  if (sub->chunks.empty()) {
+    finish(j);
+    return;
+  }
+  for (std::size_t i = 0; i < sub->chunks.size(); ++i) {
+    if (broken_.empty()) {
+      pending_.push_back({sub, i});
+    } else {
+      fail_chunk({sub, i}, error_ptr(errc::broken_pool, broken_));
+    }
+  }
+  dispatch();
+}
+
+void pool_core::dispatch() {
+  while (!pending_.empty()) {
+    worker* best = nullptr;
+    for (auto& w : workers_)
+      if (w && w->can_take() && (!best || w->inflight.size() < best->inflight.size())) best = w.get();
+    if (!best) break;
+    send_chunk(*best, std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  for (auto& w : workers_)
+    if (w && w->out.size() > w->out_sent && !w->want_write) flush(*w);
+}
+
+void pool_core::send_chunk(worker& w, chunk_ref ref) {
+  const auto& span = ref.span();
+  std::size_t size = chunk_header + span.size;
+  if (size > 0x7fffffff) {
+    put_be32(w.out, 0xffffffffu);
+    put_be32(w.out, static_cast<std::uint32_t>(std::uint64_t(size) >> 32));
+  }
+  put_be32(w.out, static_cast<std::uint32_t>(size));
+  w.out.append(reinterpret_cast<const char*>(&ref.sub->runner), sizeof ref.sub->runner);
+  w.out.append(reinterpret_cast<const char*>(&ref.sub->fn), sizeof ref.sub->fn);
+  w.out.append(ref.sub->args, span.offset, span.size);
+  w.inflight.push_back({std::move(ref), Clock::now()});
+  --w.budget;
+  ++in_flight_;
+}
+
+void pool_core::flush(worker& w) {
+  while (w.out_sent < w.out.size()) {
+    ssize_t n = ::send(w.sock, w.out.data() + w.out_sent, w.out.size() - w.out_sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      w.out_sent += static_cast<std::size_t>(n);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      set_write_interest(w, true);  // the result thread finishes the write
+      return;
+    } else if (errno != EINTR) {
+      break;  // the worker is gone; the supervisor settles its chunks
+    }
+  }
+  w.out.clear();
+  w.out_sent = 0;
+  set_write_interest(w, false);
+}
+
+void pool_core::set_write_interest(worker& w, bool on) {
+  if (w.want_write == on || w.eof) return;
+  w.want_write = on;
+  auto slot = static_cast<std::uint64_t>(std::find_if(workers_.begin(), workers_.end(),
+                                                      [&](const auto& p) { return p.get() == &w; }) -
+                                         workers_.begin());
+  epoll_event ev{EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0u), {.u64 = slot}};
+  ::epoll_ctl(epoll_, EPOLL_CTL_MOD, w.sock, &ev);
+}
+
+// ---- receiving ----------------------------------------------------------------------------
+
+void pool_core::poll() {
+  std::unique_lock lk(m_, std::try_to_lock);
+  if (!lk || epoll_ < 0 || in_flight_ == 0) return;
+  epoll_event events[16];
+  int n = ::epoll_wait(epoll_, events, 16, 0);
+  if (n > 0) handle_events(events, n);
+}
+
+void pool_core::result_loop() {
+  { std::lock_guard lk(m_); }
+  epoll_event events[64];
+  auto last_event = Clock::now();
+  for (;;) {
+    // Spin while answers are due soon after the last one: blocking costs a wake-up per answer.
+    bool spin = in_flight_ > 0 && Clock::now() - last_event < spin_duration();
+    int n = ::epoll_wait(epoll_, events, 64, spin ? 0 : -1);
+    if (n <= 0) {
+      std::this_thread::yield();
+      continue;
+    }
+    last_event = Clock::now();
+    std::vector<std::shared_ptr<job>> due;
+    bool stop;
+    {
+      std::lock_guard lk(m_);
+      handle_events(events, n);
+      due.swap(callbacks_);
+      stop = stopping_;
+    }
+    run_callbacks(due);
+    if (stop) {
+      std::lock_guard lk(m_);
+      if (callbacks_.empty()) return;
+    }
+  }
+}
+
+void pool_core::handle_events(const epoll_event* events, int n) {
+  for (int i = 0; i < n; ++i) {
+    auto key = events[i].data.u64;
+    if (key == wake_key) {
+      if (std::this_thread::get_id() == result_thread_id_) {
+        std::uint64_t count;
+        while (::read(wake_, &count, sizeof count) > 0) {}
+      }
+      continue;
+    }
+    auto& w = workers_[key];
+    if (!w) continue;
+    if (events[i].events & EPOLLOUT) flush(*w);
+    if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_answers(*w);
+  }
+  dispatch();
+}
+
+void pool_core::read_answers(worker& w) {
+  try {
+    for (;;) {
+      auto got = w.in.fill(w.sock);
+      while (auto frame = w.in.next()) handle_answer(w, *frame);
+      if (got == frame_reader::fill_result::would_block) return;
+      if (got == frame_reader::fill_result::eof) break;
+    }
+  } catch (const std::exception& e) {
+    // Garbage from a worker: it cannot be trusted with more tasks; its exit settles the rest.
+    std::cerr << "multiproc: pool worker " << w.pid << " sent a malformed answer (" << e.what()
+              << "); killing it" << std::endl;
+    pidfd_send_signal(w.pidfd, SIGKILL);
+  }
+  w.eof = true;
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, w.sock, nullptr);
+}
+
+void pool_core::handle_answer(worker& w, std::string_view frame) {
+  if (w.inflight.empty()) throw Error("a pool worker answered a task it was never given");
+  if (frame.empty()) throw Error("a pool worker sent an empty answer");
+  auto ref = std::move(w.inflight.front());
+  w.inflight.pop_front();
+  --in_flight_;
+  auto now = Clock::now();
+  auto took = std::chrono::duration<double, std::micro>(now - std::max(ref.sent, w.last_answer)).count();
+  w.service_us = w.service_us <= 0 ? took : 0.8 * w.service_us + 0.2 * took;
+  w.last_answer = now;
+
+  const auto& span = ref.span();
+  try {
+    auto body = unpack_untrusted(frame.substr(1));
+    if (static_cast<chunk_status>(frame[0]) == chunk_status::ok) {
+      ref.owner().deliver(span.first, body.get());
+    } else {
+      auto [type, message] = convert<std::tuple<std::string, std::string>>(body.get());
+      ref.owner().fail(span.first, span.count, error_ptr(errc::remote_error, message, type));
+    }
+  } catch (...) {
+    ref.owner().fail(span.first, span.count, std::current_exception());
+  }
+  chunk_done(ref.owner());
+}
+
+// ---- completion ---------------------------------------------------------------------------
+
+void pool_core::fail_chunk(const chunk_ref& ref, std::exception_ptr error) {
+  ref.owner().fail(ref.span().first, ref.span().count, std::move(error));
+  chunk_done(ref.owner());
+}
+
+void pool_core::chunk_done(job& j) {
+  if (--j.chunks_left == 0) finish(j);
+}
+
+void pool_core::finish(job& j) {
+  if (!j.has_callbacks()) {
+    complete(j);
+    return;
+  }
+  // Callbacks run before the result becomes ready (as in CPython), on the result thread.
+  callbacks_.push_back(j.shared_from_this());
+  if (std::this_thread::get_id() != result_thread_id_) wake_result_thread();
+}
+
+void pool_core::complete(job& j) {
+  j.complete();
+  if (--unfinished_ == 0) idle_cv_.notify_all();
+}
+
+void pool_core::run_callbacks(const std::vector<std::shared_ptr<job>>& jobs) {
+  for (const auto& j : jobs) {
+    try {
+      j->run_callbacks();
+    } catch (const std::exception& e) {
+      std::cerr << "multiproc: a Pool callback threw " << demangle(typeid(e).name()) << ": " << e.what()
+                << std::endl;
+    } catch (...) {
+      std::cerr << "multiproc: a Pool callback threw an exception of unknown type" << std::endl;
+    }
+    std::lock_guard lk(m_);
+    complete(*j);
+  }
+}
+
+void pool_core::fail_everything(errc code, const std::string& message) {
+  auto error = error_ptr(code, message);
+  while (!pending_.empty()) {
+    auto ref = std::move(pending_.front());
+    pending_.pop_front();
+    fail_chunk(ref, error);
+  }
+  for (auto& w : workers_) {
+    if (!w) continue;
+    for (auto& ref : w->inflight) fail_chunk(ref, error);
+    in_flight_ -= w->inflight.size();
+    w->inflight.clear();
+  }
+}
+
+void pool_core::wake_result_thread() {
+  std::uint64_t one = 1;
+  (void)!::write(wake_, &one, sizeof one);
+}
+
+// ---- shutdown -----------------------------------------------------------------------------
+
+void pool_core::close() {
+  check_owner();
+  std::lock_guard lk(m_);
+  if (state_ == state::running) state_ = state::closed;
+}
+
+void pool_core::terminate() {
+  check_owner();
+  {
+    std::lock_guard lk(m_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    state_ = state::terminated;
+    idle_cv_.notify_all();  // a join() waiting for the tasks returns
+  }
+  supervisor_.reset();  // no restarts from here on
+  std::vector<int> pidfds;
+  {
+    std::lock_guard lk(m_);
+    for (auto& w : workers_)
+      if (w) pidfds.push_back(w->pidfd);
+  }
+  // The ladder: SIGTERM, a short grace, SIGKILL.
+  for (int fd : pidfds) pidfd_send_signal(fd, SIGTERM);
+  auto deadline = Clock::now() + terminate_grace;
+  for (int fd : pidfds) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) pidfd_send_signal(fd, SIGKILL);
+  }
+  for (int fd : pidfds) try_reap(fd, true);
+  {
+    std::lock_guard lk(m_);
+    fail_everything(errc::process_error, "the pool was terminated before the task finished");
+    for (std::size_t slot = 0; slot < workers_.size(); ++slot)
+      if (workers_[slot]) remove_worker(slot);
+  }
+  stop_result_thread();
+}
+
+void pool_core::join() {
+  check_owner();
+  std::unique_lock lk(m_);
+  if (state_ == state::running) throw ValueError("Pool is still running: call close() or terminate() before join()");
+  idle_cv_.wait(lk, [&] { return shut_down_ || unfinished_ == 0; });
+  if (shut_down_) return;
+  shut_down_ = true;
+  state_ = state::terminated;  // nothing is left to do: from here on join() is a shutdown
+  lk.unlock();
+  supervisor_.reset();
+  std::vector<int> pidfds;
+  {
+    std::lock_guard guard(m_);
+    for (auto& w : workers_) {
+      if (!w) continue;
+      ::shutdown(w->sock, SHUT_WR);  // EOF: an idle worker exits
+      pidfds.push_back(w->pidfd);
+    }
+  }
+  for (int fd : pidfds) try_reap(fd, true);
+  {
+    std::lock_guard guard(m_);
+    for (std::size_t slot = 0; slot < workers_.size(); ++slot)
+      if (workers_[slot]) remove_worker(slot);
+  }
+  stop_result_thread();
+}
+
+void pool_core::stop_result_thread() {
+  if (!result_thread_.joinable()) return;
+  if (std::this_thread::get_id() == result_thread_id_)
+    throw ValueError("a Pool callback cannot join or terminate its own pool");
+  {
+    std::lock_guard lk(m_);
+    stopping_ = true;
+  }
+  wake_result_thread();
+  result_thread_.join();
+  std::lock_guard lk(m_);
+  close_internal(wake_);
+  close_internal(epoll_);
+}
+
+} // namespace multiproc::detail
+
+namespace multiproc {
+
+Pool::Pool(unsigned processes) : Pool([&] {
+  PoolOptions options;
+  options.processes = processes;
+  return options;
+}()) {}
+
+Pool::Pool(PoolOptions options) {
+  if (options.processes == 0) options.processes = cpu_count();
+  processes_ = options.processes;
+  core_ = std::make_shared<detail::pool_core>(std::move(options));
+  try {
+    core_->start();
+  } catch (...) {
+    core_->terminate();
+    throw;
+  }
+}
+
+Pool::~Pool() {
+  if (!core_) return;
+  if (!core_->owned_here()) {
+    // A forked child's copy: the threads and workers it names belong to the parent.
+    new std::shared_ptr<detail::pool_core>(std::move(core_));
+    return;
+  }
+  try {
+    core_->terminate();
+  } catch (const std::exception& e) {
+    std::cerr << "multiproc: terminating a Pool failed: " << e.what() << std::endl;
+  }
+}
+
+void Pool::submit(std::shared_ptr<detail::submission> sub) { core_->submit(std::move(sub)); }
+void Pool::close() { core_->close(); }
+void Pool::terminate() { core_->terminate(); }
+void Pool::join() { core_->join(); }
+std::vector<pid_t> Pool::worker_pids() const { return core_->pids(); }
+
+} // namespace multiproc

@@ -1,0 +1,42 @@
+// The CAF-free side of a Pool: the frames parent and workers exchange, and the loop a forked
+// worker runs.
+//
+// Parent -> worker, one frame per chunk: [8 bytes runner][8 bytes fn][MessagePack item array].
+// Worker -> parent, one frame per chunk, in order: [status][MessagePack body], status ok with
+// the result array, status error with [type name, message]. A worker answers each chunk before
+// it starts the next, so the first unanswered chunk of a dead worker is the one it was running.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace multiproc::detail {
+
+enum class chunk_status : char { ok = 0, error = 1 };
+inline constexpr std::size_t chunk_header = 16;  // runner + fn
+
+// Length-prefixed frames (wire.hpp's format) parsed out of a growable buffer, so that one read
+// can bring many frames.
+class frame_reader {
+public:
+  enum class fill_result { data, would_block, eof };
+  // Reads what fd has (one read call). ECONNRESET counts as EOF.
+  fill_result fill(int fd);
+  // The next whole frame's payload, valid until the next fill(); nullopt when none is complete.
+  // Error on a malformed or oversized length.
+  std::optional<std::string_view> next();
+
+private:
+  std::string buf_;
+  std::size_t begin_ = 0, end_ = 0;
+  std::size_t want_ = 0;  // bytes the incomplete frame at begin_ needs in all
+};
+
+// The body of a worker process: runs initializer, then answers chunks from fd until the parent
+// closes it or maxtasks chunks are done (0: no limit).
+void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks);
+
+} // namespace multiproc::detail
