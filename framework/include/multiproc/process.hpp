@@ -13,9 +13,10 @@
 // them. At normal exit the main process terminates its daemonic children (SIGKILL after one
 // second) and joins the others, as Python does.
 // The child dies with its parent through PR_SET_PDEATHSIG (SIGKILL). Linux sends that signal
-// when the *thread* that called start() ends, not only the process: start processes from the
-// main thread or from a thread that outlives them.
-// Only the process that created a Process object may start, join, signal or close it; in a
+// when the *thread* that called start() ends, not only the process: a child started from a
+// thread that ends first is killed (exit code -9). Start processes from the main thread or
+// from a thread that outlives them.
+// Only the process that created a Process object may start, join or signal it; in a
 // forked child, is_alive() of the child's own object is true and pid() is its own pid.
 // Thread safety: join(), is_alive(), exitcode(), terminate() and kill() may be called from
 // several threads at once; the setters and close() may not race with other calls. Handle
