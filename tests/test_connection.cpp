@@ -271,7 +271,7 @@ TEST_CASE("connection: recv_bytes over maxlength throws ValueError and the conne
   CHECK(b.recv_bytes(100) == std::string(100, 'y'));
 }
 
-TEST_CASE("connection: recv_bytes_into copies at an offset; BufferTooShort carries the whole message",
+TEST_CASE("connection: recv_bytes_into copies at an offset and BufferTooShort carries the whole message",
           "[connection]") {
   auto [a, b] = mp::Pipe();
   std::array<std::byte, 8> buf{};
