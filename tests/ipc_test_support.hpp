@@ -3,7 +3,6 @@
 // anonymous mappings rather than named /dev/shm segments.
 #pragma once
 
-#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "multiproc/multiproc.hpp"
+#include <catch2/catch.hpp>
 
 namespace multiproc_test {
 
@@ -71,4 +71,4 @@ inline std::vector<std::string> dev_shm_mappings() {
   return out;
 }
 
-} // namespace multiproc_test
+}  // namespace multiproc_test

@@ -2,8 +2,9 @@
 // the seed examples, no loss at exit, bounded and unbounded puts, timeouts that never swallow
 // an item, misuse errors, and robustness when a consumer is killed.
 #include <signal.h>
+#include <sys/wait.h>
 
-#include <catch2/catch.hpp>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "ipc_test_support.hpp"
 #include "multiproc/multiproc.hpp"
+#include <catch2/catch.hpp>
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -153,7 +155,7 @@ std::vector<T> drain(mp::Queue<T>& q, std::size_t n) {
   return out;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("queue: a child's q.put([42, None, 'hello']) arrives in the parent (seed 001)", "[queue][ipc]") {
   mp::Queue<mp::Object> q;
@@ -199,7 +201,8 @@ TEST_CASE("joinable queue: join returns once every item was task_done (seed 000)
   for (int code : consumers.join_all()) CHECK(code == 0);
 }
 
-TEST_CASE("joinable queue: task_done from another process counts, too many throw ValueError", "[queue][joinable][ipc]") {
+TEST_CASE("joinable queue: task_done from another process counts, too many throw ValueError",
+          "[queue][joinable][ipc]") {
   mp::JoinableQueue<int> q;
   CHECK_THROWS_AS(q.task_done(), mp::ValueError);
   q.put(1);
@@ -227,6 +230,19 @@ TEST_CASE("queue: items a child put before returning are all delivered, in order
   for (int i = 0; i < producers; ++i) CHECK(per[i] == per_producer);
   CHECK(q.empty());
   CHECK(q.qsize() == 0);
+}
+
+TEST_CASE("queue: items the main process put before returning from main are delivered", "[queue][exit]") {
+  std::string command = "timeout 60 " MULTIPROC_TEST_PROGRAMS_DIR "/queue_exit_helper";
+  FILE* out = ::popen(command.c_str(), "r");
+  REQUIRE(out != nullptr);
+  std::string output;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, out)) output += buf;
+  int status = ::pclose(out);
+  CHECK(output == "consumer got 20000 in order\n");
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("queue: 1, 2, 4 and 8 producers and consumers pass every item exactly once", "[queue][ipc]") {
@@ -316,7 +332,8 @@ TEST_CASE("queue: a get that times out never swallows an item arriving just afte
   INFO("timed-out gets: " << timeouts);
 }
 
-TEST_CASE("queue: items larger than the read-ahead arrive whole and in order between small ones", "[queue][ipc]") {
+TEST_CASE("queue: items larger than the read-ahead arrive whole and in order between small ones",
+          "[queue][ipc]") {
   mp::Queue<std::string> q;
   std::vector<std::string> sent{"a", std::string(3 << 20, 'b'), "c", std::string(300 << 10, 'd'), "e"};
   for (auto& s : sent) {

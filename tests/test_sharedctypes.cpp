@@ -1,12 +1,12 @@
 // Tests for <multiproc/sharedctypes.hpp>: Value, Array, RawValue and RawArray shared with real
 // child processes, their locks, and every typecode's C++ type.
-#include <catch2/catch.hpp>
 #include <cwchar>
 #include <numeric>
 #include <vector>
 
 #include "ipc_test_support.hpp"
 #include "multiproc/multiproc.hpp"
+#include <catch2/catch.hpp>
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -43,9 +43,10 @@ std::vector<int> iota_vector(int n) {
   return v;
 }
 
-} // namespace
+}  // namespace
 
-TEST_CASE("sharedctypes: processes bump a Value and negate an Array under their locks (seed 000)", "[sharedctypes][ipc]") {
+TEST_CASE("sharedctypes: processes bump a Value and negate an Array under their locks (seed 000)",
+          "[sharedctypes][ipc]") {
   int processes = GENERATE(1, 2, 4, 8, 10);
   mp::Value<double> num(0.0);
   mp::Array<int> arr(iota_vector(10));
@@ -59,7 +60,8 @@ TEST_CASE("sharedctypes: processes bump a Value and negate an Array under their 
   CHECK(arr.to_vector() == expected);
 }
 
-TEST_CASE("sharedctypes: two processes adding to a Value under its lock reach the exact total", "[sharedctypes][ipc]") {
+TEST_CASE("sharedctypes: two processes adding to a Value under its lock reach the exact total",
+          "[sharedctypes][ipc]") {
   mp::Value<int> total(0);
   Team team;
   team.start(add_under_lock, total, 20000);
@@ -68,9 +70,9 @@ TEST_CASE("sharedctypes: two processes adding to a Value under its lock reach th
   CHECK(total.value() == 40000);
 }
 
-TEMPLATE_TEST_CASE("sharedctypes: every typecode's type is shared with a child", "[sharedctypes][ipc]", signed char,
-                   unsigned char, short, unsigned short, int, unsigned, long, unsigned long, long long,
-                   unsigned long long, float, double, wchar_t) {
+TEMPLATE_TEST_CASE("sharedctypes: every typecode's type is shared with a child", "[sharedctypes][ipc]",
+                   signed char, unsigned char, short, unsigned short, int, unsigned, long, unsigned long,
+                   long long, unsigned long long, float, double, wchar_t) {
   mp::Value<TestType> cell;
   auto cells = mp::RawArray<TestType>(3);
   CHECK(cell.value() == TestType{});
@@ -83,7 +85,8 @@ TEMPLATE_TEST_CASE("sharedctypes: every typecode's type is shared with a child",
   CHECK(cells.to_vector() == std::vector<TestType>(3, static_cast<TestType>(42)));
 }
 
-TEST_CASE("sharedctypes: Array is zero-filled or built from a list or vector, and indexes and iterates", "[sharedctypes]") {
+TEST_CASE("sharedctypes: Array is zero-filled or built from a list or vector, and indexes and iterates",
+          "[sharedctypes]") {
   mp::Array<long> zeros(4);
   CHECK(zeros.size() == 4);
   CHECK(zeros.to_vector() == std::vector<long>(4, 0));

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +15,7 @@
 
 #include "ipc_test_support.hpp"
 #include "multiproc/multiproc.hpp"
+#include <catch2/catch.hpp>
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -28,7 +28,8 @@ namespace {
 std::string unique_temp_path(const char* tag) {
   static int counter = 0;
   return (std::filesystem::temp_directory_path() /
-          ("mp-sync-" + std::string(tag) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter)))
+          ("mp-sync-" + std::string(tag) + "-" + std::to_string(::getpid()) + "-" +
+           std::to_string(++counter)))
       .string();
 }
 
@@ -149,8 +150,10 @@ void expect_broken_barrier(mp::Barrier barrier) {
 bool await_waiters(const mp::Barrier& barrier, int n) {
   auto deadline = std::chrono::steady_clock::now() + patience;
   while (barrier.n_waiting() != n)
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    else std::this_thread::yield();
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    else
+      std::this_thread::yield();
   return true;
 }
 
@@ -161,9 +164,10 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-} // namespace
+}  // namespace
 
-TEST_CASE("lock: ten writers append to one file under a Lock without interleaving (seed 000)", "[lock][ipc]") {
+TEST_CASE("lock: ten writers append to one file under a Lock without interleaving (seed 000)",
+          "[lock][ipc]") {
   auto path = unique_temp_path("writers");
   mp::Lock lock;
   {
@@ -212,7 +216,8 @@ TEST_CASE("lock: release of an unheld Lock throws ValueError", "[lock]") {
   CHECK_THROWS_AS(lock.release(), mp::ValueError);
 }
 
-TEST_CASE("lock: a holder killed while holding it does not deadlock the next acquirer", "[lock][robust][ipc]") {
+TEST_CASE("lock: a holder killed while holding it does not deadlock the next acquirer",
+          "[lock][robust][ipc]") {
   auto check_recovery = [](auto lock, auto hold) {
     mp::Event holding, never;
     mp::Process holder(hold, lock, holding, never);
@@ -364,7 +369,8 @@ TEST_CASE("event: a waiter in another process wakes when the event is set", "[ev
   CHECK_FALSE(event.is_set());
 }
 
-TEST_CASE("barrier: 1, 2, 4 and 8 processes meet, get distinct indices, and the action runs once", "[barrier][ipc]") {
+TEST_CASE("barrier: 1, 2, 4 and 8 processes meet, get distinct indices, and the action runs once",
+          "[barrier][ipc]") {
   int processes = GENERATE(1, 2, 4, 8);
   auto actions = mp::RawValue<int>(0);
   auto* actions_ptr = &actions;
@@ -421,7 +427,8 @@ TEST_CASE("barrier: an action that throws breaks the barrier and reaches the las
   CHECK(barrier.parties() == 1);
 }
 
-TEST_CASE("synchronize: the locks work with std::lock_guard, std::scoped_lock and std::unique_lock", "[lock][rlock][condition]") {
+TEST_CASE("synchronize: the locks work with std::lock_guard, std::scoped_lock and std::unique_lock",
+          "[lock][rlock][condition]") {
   mp::Lock lock;
   mp::RLock rlock;
   mp::Semaphore sem(1);

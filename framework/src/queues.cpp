@@ -23,12 +23,13 @@ namespace {
 // Big enough that one read() drains what a socket buffer holds (~208 KiB by default), so a
 // consumer pays one syscall per batch of small items rather than per item.
 constexpr std::size_t read_ahead_capacity = 256 * 1024;
+constexpr std::size_t keep_batch_capacity = 1024 * 1024;
 
 [[noreturn]] void throw_errno(const char* what, int err) {
   throw OSError(std::string(what) + ": " + std::strerror(err), err);
 }
 
-} // namespace
+}  // namespace
 
 // What every process holding the queue shares.
 struct QueueControl {
@@ -36,9 +37,9 @@ struct QueueControl {
     init_robust_mutex(read_lock, mutex_kind::normal);
     init_robust_mutex(write_lock, mutex_kind::normal);
   }
-  pthread_mutex_t read_lock;   // one consumer at a time reads the socket and the read-ahead
-  pthread_mutex_t write_lock;  // one producer at a time writes, so frames never interleave
-  const std::int64_t maxsize;  // 0: unbounded
+  pthread_mutex_t read_lock;           // one consumer at a time reads the socket and the read-ahead
+  pthread_mutex_t write_lock;          // one producer at a time writes, so frames never interleave
+  const std::int64_t maxsize;          // 0: unbounded
   std::atomic<std::int64_t> count{0};  // items put (counted at put time) and not yet taken
   WaitChannel not_full;
   std::atomic<std::int64_t> unfinished{0};  // JoinableQueue: items put and not yet task_done
@@ -73,11 +74,11 @@ struct SocketPair {
 struct Feeder {
   std::mutex m;
   std::condition_variable wake;
-  std::string pending;        // framed items, in put order
-  bool stopping = false;      // close(): write what is pending, then exit
-  std::exception_ptr error;   // a failed write, reported by the next put or join_thread
-  std::thread thread;         // started by the first put
-  std::mutex join_m;          // one joiner at a time, so every joiner returns after the flush
+  std::string pending;       // framed items, in put order
+  bool stopping = false;     // close(): write what is pending, then exit
+  std::exception_ptr error;  // a failed write, reported by the next put or join_thread
+  std::thread thread;        // started by the first put
+  std::mutex join_m;         // one joiner at a time, so every joiner returns after the flush
 };
 
 struct QueueCore {
@@ -125,7 +126,11 @@ void feed(const std::shared_ptr<Feeder>& feeder, const std::shared_ptr<QueueCont
       f.pending.clear();
       return;
     }
-    batch.clear();
+    // A burst of big items must not pin its memory for the life of the queue.
+    if (batch.capacity() > keep_batch_capacity)
+      batch = std::string();
+    else
+      batch.clear();
     lock.lock();
   }
 }
@@ -286,13 +291,14 @@ void rethrow_feeder_error(Feeder& f) {
   if (f.error) std::rethrow_exception(f.error);
 }
 
-} // namespace
+}  // namespace
 
 QueueCore::~QueueCore() { stop_feeder(*feeder, !cancelled); }
 
 // --- QueueChannel ------------------------------------------------------------------------------
 
-QueueChannel::QueueChannel(std::size_t maxsize, queue_kind kind) : core_(std::make_shared<QueueCore>(maxsize, kind)) {
+QueueChannel::QueueChannel(std::size_t maxsize, queue_kind kind)
+    : core_(std::make_shared<QueueCore>(maxsize, kind)) {
   register_core(core_);
 }
 
@@ -301,7 +307,8 @@ bool QueueChannel::put(std::string_view packed, Deadline deadline) {
   QueueControl& c = *core.control;
   if (c.maxsize == 0)
     c.count.fetch_add(1);
-  else if (!wait_for_claim(c.not_full, [&] { return try_reserve_slot(c); }, deadline))
+  else if (!wait_for_claim(
+               c.not_full, [&] { return try_reserve_slot(c); }, deadline))
     return false;
   if (core.kind == queue_kind::joinable) c.unfinished.fetch_add(1);
   if (core.kind == queue_kind::simple) {
@@ -382,7 +389,8 @@ void QueueChannel::task_done() {
 
 bool QueueChannel::join(Deadline deadline) {
   QueueControl& c = *core_->control;
-  return wait_for_claim(c.all_done, [&] { return c.unfinished.load() == 0; }, deadline);
+  return wait_for_claim(
+      c.all_done, [&] { return c.unfinished.load() == 0; }, deadline);
 }
 
-} // namespace multiproc::detail
+}  // namespace multiproc::detail

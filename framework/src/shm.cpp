@@ -1,3 +1,5 @@
+#include "multiproc/detail/shm.hpp"
+
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -7,7 +9,6 @@
 #include <cstring>
 #include <string>
 
-#include "multiproc/detail/shm.hpp"
 #include "multiproc/errors.hpp"
 #include "shm_primitives.hpp"
 
@@ -27,24 +28,20 @@ timespec to_timespec(Clock::time_point t) {
   return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
 
-} // namespace
+}  // namespace
 
 lock_result check_lock_result(pthread_mutex_t& m, int r) {
   switch (r) {
-    case 0:
-      return lock_result::acquired;
+    case 0: return lock_result::acquired;
     case EOWNERDEAD:
       // The previous holder died holding it; what it protected is as it left it (Python's
       // semantics for a killed holder), and the lock itself is usable again.
       pthread_mutex_consistent(&m);
       return lock_result::acquired;
     case ETIMEDOUT:
-    case EBUSY:
-      return lock_result::timed_out;
-    case EDEADLK:
-      return lock_result::already_owned;
-    default:
-      throw_errno("locking a process-shared mutex failed", r);
+    case EBUSY: return lock_result::timed_out;
+    case EDEADLK: return lock_result::already_owned;
+    default: throw_errno("locking a process-shared mutex failed", r);
   }
 }
 
@@ -97,4 +94,4 @@ void futex_wake(FutexWord& word, int count) {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
 }
 
-} // namespace multiproc::detail
+}  // namespace multiproc::detail

@@ -88,4 +88,4 @@ bool wait_for_claim(WaitChannel& channel, TryClaim try_claim, Deadline deadline)
   }
 }
 
-} // namespace multiproc::detail
+}  // namespace multiproc::detail

@@ -54,12 +54,12 @@ struct BarrierState {
   std::atomic<int> count{0};  // waiters inside wait()
 };
 
-} // namespace detail
+}  // namespace detail
 
 namespace {
 constexpr std::uint64_t one_sleeper = std::uint64_t{1} << 32;
 constexpr std::uint64_t signal_mask = one_sleeper - 1;
-} // namespace
+}  // namespace
 
 // --- Lock -------------------------------------------------------------------------------------
 
@@ -77,7 +77,6 @@ bool Lock::acquire_until(detail::Deadline deadline) {
 }
 
 bool Lock::try_acquire() { return detail::try_lock_robust(state_->mutex) == detail::lock_result::acquired; }
-
 
 // --- RLock ------------------------------------------------------------------------------------
 
@@ -101,13 +100,9 @@ bool RLock::try_acquire() { return acquire_until(detail::Clock::now()); }
 bool RLock::is_owned() const {
   auto& s = *state_;
   switch (detail::try_lock_robust(s.mutex)) {
-    case detail::lock_result::already_owned:
-      return true;
-    case detail::lock_result::acquired:
-      detail::unlock_robust(s.mutex);
-      return false;
-    default:
-      return false;
+    case detail::lock_result::already_owned: return true;
+    case detail::lock_result::acquired: detail::unlock_robust(s.mutex); return false;
+    default: return false;
   }
 }
 
@@ -120,8 +115,7 @@ void RLock::release() {
     case detail::lock_result::acquired:
       detail::unlock_robust(s.mutex);
       throw ValueError("release of an RLock that is not acquired");
-    default:
-      throw ValueError("release of an RLock owned by another thread or process");
+    default: throw ValueError("release of an RLock owned by another thread or process");
   }
 }
 
@@ -154,11 +148,12 @@ bool try_decrement(std::atomic<int>& value) {
     if (value.compare_exchange_weak(v, v - 1)) return true;
   return false;
 }
-} // namespace
+}  // namespace
 
 bool Semaphore::acquire_until(detail::Deadline deadline) {
   auto& s = *state_;
-  return detail::wait_for_claim(s.channel, [&] { return try_decrement(s.value); }, deadline);
+  return detail::wait_for_claim(
+      s.channel, [&] { return try_decrement(s.value); }, deadline);
 }
 
 bool Semaphore::try_acquire() { return try_decrement(state_->value); }
@@ -181,7 +176,8 @@ int Semaphore::get_value() const { return state_->value.load(); }
 // --- Condition --------------------------------------------------------------------------------
 
 Condition::Condition(std::optional<RLock> lock)
-    : lock_(lock ? std::move(*lock) : RLock()), state_(detail::make_shared_object<detail::ConditionState>()) {}
+    : lock_(lock ? std::move(*lock) : RLock()),
+      state_(detail::make_shared_object<detail::ConditionState>()) {}
 
 namespace {
 bool take_signal(std::atomic<std::uint64_t>& tickets) {
@@ -200,7 +196,7 @@ bool take_signal_or_leave(std::atomic<std::uint64_t>& tickets) {
     if (tickets.compare_exchange_weak(t, signalled ? t - 1 : t - one_sleeper)) return signalled;
   }
 }
-} // namespace
+}  // namespace
 
 bool Condition::wait_until(detail::Deadline deadline) {
   if (!lock_.is_owned()) throw ValueError("wait on a Condition whose lock the caller does not hold");
@@ -255,7 +251,8 @@ bool Event::is_set() const { return state_->flag.load() != 0; }
 
 bool Event::wait_until(detail::Deadline deadline) {
   auto& s = *state_;
-  return detail::wait_for_claim(s.channel, [&] { return s.flag.load() != 0; }, deadline);
+  return detail::wait_for_claim(
+      s.channel, [&] { return s.flag.load() != 0; }, deadline);
 }
 
 // --- Barrier (Python's threading.Barrier, over a process-shared Condition) ---------------------
@@ -270,9 +267,7 @@ Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout time
   if (parties < 1) throw ValueError("a Barrier needs at least one party");
 }
 
-int Barrier::wait() {
-  return wait_until(timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{});
-}
+int Barrier::wait() { return wait_until(timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{}); }
 
 int Barrier::wait_until(detail::Deadline deadline) {
   std::unique_lock guard(cond_);
@@ -338,7 +333,8 @@ void Barrier::reset() {
   std::lock_guard guard(cond_);
   auto& s = *state_;
   if (s.count > 0) {
-    if (s.phase == barrier_phase::filling || s.phase == barrier_phase::broken) s.phase = barrier_phase::resetting;
+    if (s.phase == barrier_phase::filling || s.phase == barrier_phase::broken)
+      s.phase = barrier_phase::resetting;
   } else {
     s.phase = barrier_phase::filling;
   }
@@ -357,4 +353,4 @@ int Barrier::n_waiting() const {
 
 bool Barrier::broken() const { return state_->phase == barrier_phase::broken; }
 
-} // namespace multiproc
+}  // namespace multiproc

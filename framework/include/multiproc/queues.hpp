@@ -74,7 +74,7 @@ std::string_view pack_scratch(const T& value) {
   return scratch.data;
 }
 
-} // namespace detail
+}  // namespace detail
 
 template <class T>
 class Queue {
@@ -165,4 +165,4 @@ private:
   detail::QueueChannel channel_;
 };
 
-} // namespace multiproc
+}  // namespace multiproc

@@ -63,7 +63,7 @@ std::shared_ptr<T> map_shared_array(std::size_t n) {
   return std::shared_ptr<T>(std::move(mapping), first);
 }
 
-} // namespace detail
+}  // namespace detail
 
 template <class T>
 class Value {
@@ -124,4 +124,4 @@ Array<T> RawArray(std::size_t size) {
   return Array<T>(size, false);
 }
 
-} // namespace multiproc
+}  // namespace multiproc

@@ -34,7 +34,7 @@ struct SemaphoreState;
 struct ConditionState;
 struct EventState;
 struct BarrierState;
-} // namespace detail
+}  // namespace detail
 
 // Timeout type of wait_for: any std::chrono duration converts to it.
 using OptionalTimeout = std::optional<std::chrono::duration<double>>;
@@ -87,8 +87,8 @@ public:
 
 private:
   friend class Condition;
-  int release_all();              // drops every level the owner holds; returns how many
-  void restore(int levels);       // takes the lock back with that many levels
+  int release_all();         // drops every level the owner holds; returns how many
+  void restore(int levels);  // takes the lock back with that many levels
   std::shared_ptr<detail::RLockState> state_;
 };
 
@@ -218,4 +218,4 @@ private:
   std::shared_ptr<detail::BarrierState> state_;
 };
 
-} // namespace multiproc
+}  // namespace multiproc

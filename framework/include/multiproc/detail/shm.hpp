@@ -28,4 +28,4 @@ std::shared_ptr<T> make_shared_object(Args&&... args) {
   return std::shared_ptr<T>(std::move(mapping), object);
 }
 
-} // namespace multiproc::detail
+}  // namespace multiproc::detail
