@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "actors/manager_objects.hpp"
+#include "manager_socket.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/detail/manager_client.hpp"
 #include "multiproc/detail/wire.hpp"
@@ -248,6 +249,7 @@ private:
     }
     timeval tv{reply_send_timeout_s, 0};
     ::setsockopt(conn.fileno(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    keep_alive_if_tcp(conn.fileno());  // a vanished client host still releases its locks
     return true;
   }
 

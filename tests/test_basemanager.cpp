@@ -272,3 +272,11 @@ TEST_CASE("basemanager: start() twice is ProcessError; shutdown() of a client le
   }
   manager.connect();
 }
+
+TEST_CASE("basemanager: a server that cannot listen makes start() throw ProcessError", "[basemanager]") {
+  mp::BaseManager first(unique_unix_address(), "k");
+  first.start();
+  mp::BaseManager second(first.address(), "k");
+  CHECK_THROWS_AS(second.start(), mp::ProcessError);
+  first.connect();  // the first server and its socket are untouched
+}

@@ -130,22 +130,32 @@ struct BaseManager::State {
   void remove_files();
 };
 
+namespace {
+// Reaps a server child: it gets `grace` to end on its own, then SIGTERM, then SIGKILL.
+void reap_server(const detail::Forked& child, std::chrono::milliseconds grace) {
+  if (!wait_fd(child.pidfd, grace)) {
+    detail::pidfd_send_signal(child.pidfd, SIGTERM);
+    if (!wait_fd(child.pidfd, shutdown_step)) detail::pidfd_send_signal(child.pidfd, SIGKILL);
+  }
+  detail::try_reap(child.pidfd, true);
+  detail::unregister_internal_fd(child.pidfd);
+  ::close(child.pidfd);
+}
+} // namespace
+
 void BaseManager::State::stop_server() {
   try {
-    detail::manager_call<void>({endpoint, detail::server_object_id}, "shutdown");
+    auto request = detail::encode_manager_request(detail::server_object_id, "shutdown");
+    detail::manager_exchange_once(*endpoint, request);
   } catch (const Error&) {
-    // Already gone, or not answering: the signals below settle it.
+    // Already gone, or not answering: the signals settle it.
   }
   detail::forget_manager_connection(endpoint->address);
-  int pidfd = server->pidfd;
-  if (!wait_fd(pidfd, shutdown_step)) {
-    detail::pidfd_send_signal(pidfd, SIGTERM);
-    if (!wait_fd(pidfd, shutdown_step)) detail::pidfd_send_signal(pidfd, SIGKILL);
-  }
-  detail::try_reap(pidfd, true);
-  detail::unregister_internal_fd(pidfd);
-  ::close(pidfd);
+  reap_server(*server, shutdown_step);
   server.reset();
+  // A server that had to be killed could not remove its Unix socket.
+  std::error_code ec;
+  if (std::filesystem::is_socket(endpoint->address, ec)) std::filesystem::remove(endpoint->address, ec);
 }
 
 void BaseManager::State::remove_files() {
@@ -222,17 +232,16 @@ void BaseManager::start() {
     text = read_report(report[0]);
   } catch (...) {
     ::close(report[0]);
-    detail::pidfd_send_signal(child.pidfd, SIGKILL);
-    detail::try_reap(child.pidfd, true);
+    reap_server(child, std::chrono::milliseconds(0));
     throw;
   }
   ::close(report[0]);
-  state_->server = child;
   if (text.rfind("ok ", 0) != 0) {
-    state_->stop_server();
+    reap_server(child, shutdown_step);  // it reported its failure and is on its way out
     throw ProcessError("the manager's server failed to start: " +
                        (text.empty() ? std::string("it exited") : text.substr(text.find(' ') + 1)));
   }
+  state_->server = child;
   state_->endpoint = std::make_shared<detail::ManagerEndpoint>(detail::ManagerEndpoint{text.substr(3), state_->endpoint->authkey});
 }
 

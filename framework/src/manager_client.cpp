@@ -5,6 +5,7 @@
 
 #include <unordered_map>
 
+#include "manager_socket.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/detail/errc.hpp"
 
@@ -12,12 +13,20 @@ namespace multiproc::detail {
 
 namespace {
 
+// Where this thread's table is in its life: a proxy used from a static destructor, after the
+// thread's thread_locals are gone, must not touch it. Trivially destructible, so always readable.
+enum class TableState : unsigned char { unborn, alive, destroyed };
+thread_local TableState t_table_state = TableState::unborn;
+
 // This thread's connections. A forked child inherits its parent thread's table: the pid check
 // drops those entries (closing only the child's copies), so a child never speaks on its parent's
 // connection.
 struct ConnectionTable {
   pid_t pid = ::getpid();
   std::unordered_map<std::string, Connection> by_address;
+
+  ConnectionTable() { t_table_state = TableState::alive; }
+  ~ConnectionTable() { t_table_state = TableState::destroyed; }
 
   Connection& get(const ManagerEndpoint& endpoint) {
     if (pid != ::getpid()) {
@@ -31,7 +40,9 @@ struct ConnectionTable {
 
   static Connection open(const ManagerEndpoint& endpoint) {
     try {
-      return connection::Client(endpoint.address, endpoint.authkey);
+      connection::Client client(endpoint.address, endpoint.authkey);
+      keep_alive_if_tcp(client.fileno());
+      return client;
     } catch (const AuthenticationError&) {
       throw;
     } catch (const Error& e) {
@@ -64,24 +75,42 @@ msgpack::object_handle unpack_reply(std::string_view payload) {
         text(1), text(2));
 }
 
+// One request and its reply on conn.
+std::string exchange_on(Connection& conn, std::string& framed_request) {
+  int fd = conn.fileno();
+  write_reserved_frame(fd, framed_request);
+  wait_readable(fd, std::nullopt);
+  return read_frame(fd);
+}
+
 } // namespace
 
 msgpack::object_handle manager_exchange(const ManagerEndpoint& endpoint, std::string& framed_request) {
-  Connection& conn = t_connections.get(endpoint);
+  if (t_table_state == TableState::destroyed)
+    throw Error("a manager proxy was used after its thread's connections were destroyed");
+  Connection& conn = t_connections.get(endpoint);  // AuthenticationError passes as is
   std::string reply;
   try {
-    int fd = conn.fileno();
-    write_reserved_frame(fd, framed_request);
-    wait_readable(fd, std::nullopt);
-    reply = read_frame(fd);
+    reply = exchange_on(conn, framed_request);
   } catch (const Error& e) {
     server_gone(endpoint, e);
   }
   return unpack_reply(reply);
 }
 
+msgpack::object_handle manager_exchange_once(const ManagerEndpoint& endpoint, std::string& framed_request) {
+  auto conn = ConnectionTable::open(endpoint);
+  std::string reply;
+  try {
+    reply = exchange_on(conn, framed_request);
+  } catch (const Error& e) {
+    throw Error("the manager at " + endpoint.address + " is gone (" + e.what() + ")");
+  }
+  return unpack_reply(reply);
+}
+
 void forget_manager_connection(const std::string& address) {
-  if (t_connections.pid == ::getpid()) t_connections.by_address.erase(address);
+  if (t_table_state == TableState::alive && t_connections.pid == ::getpid()) t_connections.by_address.erase(address);
 }
 
 } // namespace multiproc::detail

@@ -39,6 +39,10 @@ inline constexpr std::uint64_t server_object_id = 0;
 // manager and returns the reply's value. Raises the reply's error; Error when the server is gone.
 msgpack::object_handle manager_exchange(const ManagerEndpoint& endpoint, std::string& framed_request);
 
+// The same on a connection of its own, opened for this request and closed after it (shutdown,
+// which must work even from a static destructor, after thread_locals are gone).
+msgpack::object_handle manager_exchange_once(const ManagerEndpoint& endpoint, std::string& framed_request);
+
 // Drops this thread's connection to the manager at address (it reconnects on next use).
 void forget_manager_connection(const std::string& address);
 
