@@ -413,7 +413,7 @@ TEST_CASE("simple queue: items pass between processes in order", "[queue][simple
   q.close();
 }
 
-TEST_CASE("queue: items are typed; a value that does not decode as T is a TypeError", "[queue]") {
+TEST_CASE("queue: a Queue of mp::Object carries values of any packable type", "[queue]") {
   mp::Queue<mp::Object> objects;
   objects.put(mp::Object("text"));
   objects.put(mp::Object(std::vector<int>{1, 2}));

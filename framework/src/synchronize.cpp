@@ -66,8 +66,9 @@ constexpr std::uint64_t signal_mask = one_sleeper - 1;
 Lock::Lock() : state_(detail::make_shared_object<detail::LockState>()), mutex_(&state_->mutex) {}
 
 void Lock::after_failed_lock(int error) {
-  // Only EOWNERDEAD is not an exception: the lock is ours now.
-  detail::check_lock_result(*mutex_, error);
+  // EOWNERDEAD: the holder died and the lock is ours now. Anything else is not an acquisition.
+  if (detail::check_lock_result(*mutex_, error) != detail::lock_result::acquired)
+    throw ValueError("Lock.acquire: the calling thread already holds this Lock");
 }
 
 void Lock::throw_not_held() { throw ValueError("release of a Lock that the calling thread does not hold"); }
