@@ -85,6 +85,13 @@ void hold_until_killed(L lock, mp::Event holding, mp::Event never) {
   throw mp::SystemExit{3};
 }
 
+// Takes and gives back the lock with the untimed calls (the test bounds it by joining).
+template <class L>
+void acquire_and_release(L lock) {
+  lock.acquire();
+  lock.release();
+}
+
 // Exits 0 when releasing `lock` (held by the parent) is refused with ValueError.
 void release_someone_elses(mp::RLock lock) {
   try {
@@ -227,6 +234,10 @@ TEST_CASE("lock: a holder killed while holding it does not deadlock the next acq
     holder.kill();
     join_or_kill(holder);
     CHECK(holder.exitcode() == -SIGKILL);
+    mp::Process next(acquire_and_release<decltype(lock)>, lock);
+    next.start();
+    join_or_kill(next);
+    CHECK(next.exitcode() == 0);
     REQUIRE(lock.acquire(patience));
     lock.release();
     CHECK_THROWS_AS(lock.release(), mp::ValueError);
