@@ -73,11 +73,12 @@ caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_inte
 } // namespace
 
 struct pool_supervisor::impl {
+  std::shared_ptr<caf::actor_system> sys = acquire_system();
   caf::actor actor;
 };
 
 pool_supervisor::pool_supervisor(pool_control& pool, restart_intensity intensity) : impl_(std::make_unique<impl>()) {
-  impl_->actor = system().middleman().spawn_broker(supervise, &pool, intensity);
+  impl_->actor = impl_->sys->middleman().spawn_broker(supervise, &pool, intensity);
 }
 
 pool_supervisor::~pool_supervisor() { stop(); }
@@ -88,7 +89,7 @@ void pool_supervisor::watch(std::size_t slot, int exit_fd) {
 
 void pool_supervisor::stop() {
   if (!impl_->actor) return;
-  caf::scoped_actor self{system()};
+  caf::scoped_actor self{*impl_->sys};
   self->send_exit(impl_->actor, caf::exit_reason::user_shutdown);
   self->wait_for(impl_->actor);
   impl_->actor = nullptr;

@@ -5,54 +5,51 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/atom.hpp>
 #include <caf/io/middleman.hpp>
-#include <memory>
 #include <mutex>
-
-#include "launch.hpp"
 
 namespace multiproc::actors {
 
 namespace {
 
 struct runtime {
-  pid_t owner = ::getpid();
   caf::actor_system_config config;
-  std::unique_ptr<caf::actor_system> sys;
+  caf::actor_system sys;
+  explicit runtime(caf::actor_system_config&& cfg) : config(std::move(cfg)), sys(config) {}
 };
 
-std::mutex& runtime_mutex() {
-  static auto* m = new std::mutex;  // never destroyed: used from exit hooks
-  return *m;
-}
-// Never deleted: a forked child drops its parent's runtime on the floor instead of running a
-// destructor that would join threads the child does not have.
-runtime* current = nullptr;
-
-void stop_runtime() {
-  std::lock_guard lock(runtime_mutex());
-  if (current && current->owner == ::getpid()) current->sys.reset();
+caf::actor_system_config make_config() {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  cfg.set("scheduler.max-threads", std::size_t{2});
+  cfg.load<caf::io::middleman>();
+  cfg.set("middleman.workers", std::size_t{0});
+  return cfg;
 }
 
-runtime* make_runtime() {
-  auto* rt = new runtime;
-  rt->config.set("scheduler.policy", caf::atom("sharing"));
-  rt->config.set("scheduler.max-threads", std::size_t{2});
-  rt->config.load<caf::io::middleman>();
-  rt->config.set("middleman.workers", std::size_t{0});
-  rt->sys = std::make_unique<caf::actor_system>(rt->config);
-  return rt;
+struct registry {
+  std::mutex m;
+  pid_t owner = 0;  // the process `current` belongs to
+  std::weak_ptr<caf::actor_system> current;
+};
+
+registry& reg() {
+  static auto* r = new registry;  // never destroyed: children inherit it, exit never runs it
+  return *r;
 }
 
 } // namespace
 
-caf::actor_system& system() {
-  std::lock_guard lock(runtime_mutex());
-  if (!current || current->owner != ::getpid() || !current->sys) {
-    current = make_runtime();
-    // After queues flushed (0) and children were joined (10).
-    detail::at_process_exit(stop_runtime, 20);
+std::shared_ptr<caf::actor_system> acquire_system() {
+  auto& r = reg();
+  std::lock_guard lock(r.m);
+  if (r.owner == ::getpid()) {
+    if (auto sys = r.current.lock()) return sys;
   }
-  return *current->sys;
+  auto* rt = new runtime(make_config());
+  std::shared_ptr<caf::actor_system> sys(&rt->sys, [rt](caf::actor_system*) { delete rt; });
+  r.owner = ::getpid();
+  r.current = sys;
+  return sys;
 }
 
 } // namespace multiproc::actors
