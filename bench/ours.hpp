@@ -12,6 +12,7 @@ std::span<const Measure> connection_measures();
 std::span<const Measure> process_measures();
 std::span<const Measure> queue_measures();
 std::span<const Measure> synchronize_measures();
+std::span<const Measure> pool_measures();
 std::span<const Measure> manager_measures();
 
 } // namespace bench
