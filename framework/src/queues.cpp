@@ -282,13 +282,58 @@ bool try_reserve_slot(QueueControl& c) {
   return false;
 }
 
-QueueCore& open_core(const std::shared_ptr<QueueCore>& core, const char* op) {
-  if (core->closed) throw ValueError(std::string("queue.") + op + ": the queue is closed");
-  return *core;
+// Counts the item in before it is sent, so that maxsize holds across processes and qsize()
+// includes items still in a feeder. false when the queue stayed full until the deadline.
+bool reserve_slot(QueueCore& core, Deadline deadline) {
+  QueueControl& c = *core.control;
+  if (c.maxsize == 0)
+    c.count.fetch_add(1);
+  else if (!wait_for_claim(
+               c.not_full, [&] { return try_reserve_slot(c); }, deadline))
+    return false;
+  if (core.kind == queue_kind::joinable) c.unfinished.fetch_add(1);
+  return true;
+}
+
+// A taken item (or a put that failed) frees its slot.
+void free_slot(QueueControl& c) {
+  c.count.fetch_sub(1);
+  if (c.maxsize != 0) c.not_full.notify();
+}
+
+void cancel_slot(QueueCore& core) {
+  if (core.kind == queue_kind::joinable) core.control->unfinished.fetch_sub(1);
+  free_slot(*core.control);
 }
 
 void rethrow_feeder_error(Feeder& f) {
   if (f.error) std::rethrow_exception(f.error);
+}
+
+// SimpleQueue writes the frame now; the others hand it to this process's feeder.
+void deliver(QueueCore& core, std::string_view packed) {
+  if (core.kind == queue_kind::simple) {
+    RobustGuard writing(core.control->write_lock);
+    write_frame(core.sockets->writer, packed);
+    return;
+  }
+  Feeder& f = *core.feeder;
+  bool was_idle;
+  {
+    std::lock_guard lock(f.m);
+    rethrow_feeder_error(f);
+    // Stopped by close() in another thread, or by the exit flush.
+    if (f.stopping) throw ValueError("queue.put: the queue is closed");
+    start_feeder_locked(core);
+    was_idle = f.pending.empty();
+    append_frame(f.pending, packed);
+  }
+  if (was_idle) f.wake.notify_one();
+}
+
+QueueCore& open_core(const std::shared_ptr<QueueCore>& core, const char* op) {
+  if (core->closed) throw ValueError(std::string("queue.") + op + ": the queue is closed");
+  return *core;
 }
 
 }  // namespace
@@ -304,30 +349,13 @@ QueueChannel::QueueChannel(std::size_t maxsize, queue_kind kind)
 
 bool QueueChannel::put(std::string_view packed, Deadline deadline) {
   QueueCore& core = open_core(core_, "put");
-  QueueControl& c = *core.control;
-  if (c.maxsize == 0)
-    c.count.fetch_add(1);
-  else if (!wait_for_claim(
-               c.not_full, [&] { return try_reserve_slot(c); }, deadline))
-    return false;
-  if (core.kind == queue_kind::joinable) c.unfinished.fetch_add(1);
-  if (core.kind == queue_kind::simple) {
-    RobustGuard writing(c.write_lock);
-    write_frame(core.sockets->writer, packed);
-    return true;
+  if (!reserve_slot(core, deadline)) return false;
+  try {
+    deliver(core, packed);
+  } catch (...) {
+    cancel_slot(core);
+    throw;
   }
-  Feeder& f = *core.feeder;
-  bool was_idle;
-  {
-    std::lock_guard lock(f.m);
-    rethrow_feeder_error(f);
-    // Stopped by close() in another thread, or by the exit flush.
-    if (f.stopping) throw ValueError("queue.put: the queue is closed");
-    start_feeder_locked(core);
-    was_idle = f.pending.empty();
-    append_frame(f.pending, packed);
-  }
-  if (was_idle) f.wake.notify_one();
   return true;
 }
 
@@ -340,10 +368,7 @@ std::optional<std::string> QueueChannel::get(Deadline deadline) {
     Unlock reading{c.read_lock};
     payload = take_frame(c, core.sockets->reader, deadline);
   }
-  if (payload) {
-    c.count.fetch_sub(1);
-    if (c.maxsize != 0) c.not_full.notify();
-  }
+  if (payload) free_slot(c);
   return payload;
 }
 

@@ -8,7 +8,7 @@
 // gets the lock, with the protected data as the dead holder left it. Waiting is done on shared
 // futex words, with a deadline on every blocking call: `acquire()` blocks, `acquire(timeout)`
 // waits at most timeout (zero: just tries) and returns false when it could not.
-// Lock, RLock and Condition meet the C++ Lockable requirements (std::lock_guard,
+// Lock, RLock, Semaphore and Condition meet the C++ Lockable requirements (std::lock_guard,
 // std::unique_lock, std::scoped_lock). All methods are safe from any thread of any process.
 // Misuse — releasing what the caller does not hold, over-releasing a BoundedSemaphore, waiting on
 // or notifying a Condition without holding its lock — throws ValueError.
@@ -59,6 +59,7 @@ public:
   void lock() { acquire(); }
   void unlock() { release(); }
   bool try_lock() { return try_acquire(); }
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   bool acquire_until(detail::Deadline deadline);
 
 private:
@@ -82,6 +83,7 @@ public:
   void lock() { acquire(); }
   void unlock() { release(); }
   bool try_lock() { return try_acquire(); }
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   bool acquire_until(detail::Deadline deadline);
   bool is_owned() const;  // whether the calling thread owns it
 
@@ -107,6 +109,7 @@ public:
   void lock() { acquire(); }
   void unlock() { release(); }
   bool try_lock() { return try_acquire(); }
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   bool acquire_until(detail::Deadline deadline);
 
 protected:
@@ -138,8 +141,8 @@ public:
   bool try_lock() { return lock_.try_acquire(); }
 
   // Waits for a notify (the caller must hold the lock: ValueError otherwise). The timed form
-  // returns false on timeout. Like Python's, a wait may occasionally return without a notify;
-  // wait_for() re-checks its predicate.
+  // returns true when notified, false on timeout. wait_for() re-checks a predicate, since what
+  // was notified may have changed again before this waiter holds the lock.
   void wait() { wait_until(std::nullopt); }
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
@@ -161,6 +164,7 @@ public:
   // Wakes up to n waiters (all of them). The caller must hold the lock: ValueError otherwise.
   void notify(int n = 1);
   void notify_all();
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   bool wait_until(detail::Deadline deadline);
 
 private:
@@ -181,6 +185,7 @@ public:
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(detail::deadline_after(timeout));
   }
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   bool wait_until(detail::Deadline deadline);
 
 private:
@@ -204,6 +209,7 @@ public:
   int parties() const { return parties_; }
   int n_waiting() const;
   bool broken() const;
+  // What the timed forms call: waits until the deadline (nullopt: forever).
   int wait_until(detail::Deadline deadline);
 
 private:
