@@ -31,7 +31,7 @@ constexpr std::uint64_t wake_key = ~std::uint64_t{0};
 // How long a chunk may wait behind others on one worker: the window of chunks in flight per
 // worker is this over the worker's measured time per chunk (so slow tasks go one at a time and
 // trivial ones are pipelined 64 deep).
-constexpr double window_target_us = 500;
+constexpr double window_target_us = 2000;
 constexpr std::size_t max_window = 64;
 constexpr auto terminate_grace = std::chrono::milliseconds(200);
 
@@ -400,16 +400,10 @@ void pool_core::poll() {
 void pool_core::result_loop() {
   { std::lock_guard lk(m_); }
   epoll_event events[64];
-  auto last_event = Clock::now();
   for (;;) {
-    // Spin while answers are due soon after the last one: blocking costs a wake-up per answer.
-    bool spin = in_flight_ > 0 && Clock::now() - last_event < spin_duration();
-    int n = ::epoll_wait(epoll_, events, 64, spin ? 0 : -1);
-    if (n <= 0) {
-      std::this_thread::yield();
-      continue;
-    }
-    last_event = Clock::now();
+    // No spinning here: a caller waiting for an answer spins and reads it itself.
+    int n = ::epoll_wait(epoll_, events, 64, -1);
+    if (n <= 0) continue;
     std::vector<std::shared_ptr<job>> due;
     bool stop;
     {
