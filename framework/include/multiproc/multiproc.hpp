@@ -6,6 +6,7 @@
 #include "multiproc/logging.hpp"
 #include "multiproc/managers.hpp"
 #include "multiproc/object.hpp"
+#include "multiproc/pool.hpp"
 #include "multiproc/process.hpp"
 #include "multiproc/queues.hpp"
 #include "multiproc/sharedctypes.hpp"
