@@ -232,7 +232,11 @@ private:
     auto it = register_session(session);
     if (authenticate(session->connection())) {
       InlineUnit unit(system_);
-      serve_requests(*session, session, unit);
+      try {
+        serve_requests(*session, session, unit);
+      } catch (const std::exception&) {
+        // A failing socket (poll, an oversized reply): this client's session ends, nobody else's.
+      }
       session->close();
       broadcast_closed(session->id(), unit);
     }

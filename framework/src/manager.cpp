@@ -125,6 +125,7 @@ struct BaseManager::State {
   std::shared_ptr<detail::TypeidRegistry> typeids = std::make_shared<detail::TypeidRegistry>();
   std::optional<detail::Forked> server;  // set by start()
   std::string directory;                 // our private directory, removed at shutdown
+  pid_t owner = ::getpid();              // only the process that started the server stops it
 
   void stop_server();
   void remove_files();
@@ -201,6 +202,7 @@ void BaseManager::add_class(std::string typeid_, Scope scope, std::shared_ptr<de
 void BaseManager::start() {
   if (!state_) throw ValueError("this manager was moved from");
   if (state_->server) throw ProcessError("the manager's server was already started");
+  state_->owner = ::getpid();
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) throw OSError(std::string("pipe failed: ") + std::strerror(errno), errno);
   detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids};
@@ -256,7 +258,7 @@ void BaseManager::connect() {
 }
 
 void BaseManager::shutdown() {
-  if (!state_) return;
+  if (!state_ || state_->owner != ::getpid()) return;
   if (state_->server) state_->stop_server();
   state_->remove_files();
 }

@@ -366,8 +366,9 @@ private:
 class ManagerServer {
 public:
   ManagerServer(std::string address, std::string authkey, std::shared_ptr<const detail::TypeidRegistry> typeids);
-  // Serves until a client calls shutdown(). on_ready gets the bound address ("host:port" with
-  // the real port for "host:0") once clients can connect.
+  // Serves for as long as this process runs (end it with a signal, as Python's serve_forever
+  // ends with Ctrl-C). on_ready gets the bound address ("host:port" with the real port for
+  // "host:0") once clients can connect. Throws OSError when it cannot listen.
   void serve_forever(const std::function<void(const std::string&)>& on_ready = {});
 
 private:
@@ -404,7 +405,8 @@ public:
   ManagerServer get_server(); // the server for this process to run (serve_forever)
   void connect();             // checks the server answers; AuthenticationError on a wrong key
   // Stops a server started with start() (asking it, then SIGTERM, then SIGKILL, 2 s apart) and
-  // removes its files. A manager that only connect()ed leaves the server running, as Python's.
+  // removes its files. A manager that only connect()ed leaves the server running, as Python's;
+  // so does a copy of the manager in a child process. Idempotent.
   void shutdown();
 
   // A proxy to the object typeid_ gives (a new one, or the shared one); built-in kinds ("Queue",
