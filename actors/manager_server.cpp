@@ -258,17 +258,18 @@ private:
   }
 
   void serve_requests(Session& session, const std::shared_ptr<Session>& sink, InlineUnit& unit) {
+    FrameReader reader;
     for (;;) {
-      wait_readable(session.fd(), std::nullopt);
-      std::string payload;
+      std::optional<std::string_view> payload;
       try {
-        payload = read_frame(session.fd());
+        payload = reader.next(session.fd());
       } catch (const Error&) {
-        return;  // EOF, or a broken frame we cannot resynchronize after
+        return;  // a broken frame we cannot resynchronize after
       }
+      if (!payload) return;  // the client closed
       ParsedRequest request;
       try {
-        request = parse_request(payload);
+        request = parse_request(*payload);
       } catch (const Error& e) {
         session.deliver(encode_error(errc::error, e.what()));
         continue;

@@ -189,6 +189,17 @@ TEST_CASE("manager: a value of the wrong type is TypeError, not garbage", "[mana
   CHECK_THROWS_AS(ints.at("k"), mp::TypeError);
 }
 
+TEST_CASE("manager: values of several megabytes travel both ways", "[managers]") {
+  mp::Manager manager;
+  auto d = manager.dict<int, std::string>();
+  std::string big(5 << 20, 'x');
+  big[12345] = 'y';
+  d[1] = big;
+  CHECK(d.at(1) == big);
+  d[2] = "small after big";
+  CHECK(d.at(2) == "small after big");
+}
+
 TEST_CASE("manager: a list proxy has Python's list methods and raises IndexError and ValueError", "[managers]") {
   mp::Manager manager;
   auto l = manager.list<int>();

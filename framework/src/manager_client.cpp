@@ -3,6 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <unordered_map>
 
 #include "manager_socket.hpp"
@@ -10,6 +13,55 @@
 #include "multiproc/detail/errc.hpp"
 
 namespace multiproc::detail {
+
+namespace {
+
+constexpr std::size_t read_chunk = 4096;
+// A buffer that held one big frame is given back rather than kept for every small one after.
+constexpr std::size_t keep_buffer_bytes = std::size_t{1} << 20;
+
+} // namespace
+
+std::optional<std::string_view> FrameReader::next(int fd) {
+  for (;;) {
+    std::string_view held(buf_.data() + start_, end_ - start_);
+    if (auto header = parse_frame_header(held)) {
+      std::size_t total = header->header_size + header->payload_size;
+      if (held.size() >= total) {
+        start_ += total;
+        return held.substr(header->header_size, header->payload_size);
+      }
+      if (!fill(fd, total))
+        throw Error("truncated frame: the peer closed after " + std::to_string(held.size()) + " of " +
+                    std::to_string(total) + " bytes");
+    } else if (!fill(fd, 0)) {
+      if (held.empty()) return std::nullopt;
+      throw Error("truncated frame: the peer closed inside a frame header");
+    }
+  }
+}
+
+bool FrameReader::fill(int fd, std::size_t frame_size) {
+  std::size_t held = end_ - start_;
+  if (start_ > 0) {
+    std::memmove(buf_.data(), buf_.data() + start_, held);
+    start_ = 0;
+    end_ = held;
+  }
+  if (held == 0 && buf_.size() > keep_buffer_bytes) std::string().swap(buf_);
+  // Room for the rest of the frame, but never more than a chunk beyond what arrived so far.
+  std::size_t want = std::max(held + read_chunk, std::min(frame_size, 2 * held + read_chunk));
+  if (buf_.size() < want) buf_.resize(want);
+  wait_readable(fd, std::nullopt);
+  for (;;) {
+    ssize_t n = ::read(fd, buf_.data() + end_, buf_.size() - end_);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ECONNRESET) return false;
+    if (n < 0) throw OSError(std::string("read from connection failed: ") + std::strerror(errno), errno);
+    end_ += static_cast<std::size_t>(n);
+    return n > 0;
+  }
+}
 
 namespace {
 
@@ -23,19 +75,23 @@ thread_local TableState t_table_state = TableState::unborn;
 // connection.
 struct ConnectionTable {
   pid_t pid = ::getpid();
-  std::unordered_map<std::string, Connection> by_address;
+  struct Entry {
+    Connection conn;
+    FrameReader reader;
+  };
+  std::unordered_map<std::string, Entry> by_address;
 
   ConnectionTable() { t_table_state = TableState::alive; }
   ~ConnectionTable() { t_table_state = TableState::destroyed; }
 
-  Connection& get(const ManagerEndpoint& endpoint) {
+  Entry& get(const ManagerEndpoint& endpoint) {
     if (pid != ::getpid()) {
       by_address.clear();
       pid = ::getpid();
     }
     auto it = by_address.find(endpoint.address);
     if (it != by_address.end()) return it->second;
-    return by_address.emplace(endpoint.address, open(endpoint)).first->second;
+    return by_address.emplace(endpoint.address, Entry{open(endpoint), {}}).first->second;
   }
 
   static Connection open(const ManagerEndpoint& endpoint) {
@@ -58,9 +114,8 @@ thread_local ConnectionTable t_connections;
   throw Error("the manager at " + endpoint.address + " is gone (" + e.what() + ")");
 }
 
-// A reply is [0, value] or [errc, message, detail].
-msgpack::object_handle unpack_reply(std::string_view payload) {
-  auto handle = unpack_untrusted(payload);
+// A reply is [0, value] or [errc, message, detail]: the value, or the error raised.
+msgpack::object_handle check_reply(msgpack::object_handle handle) {
   const auto& o = handle.get();
   if (o.type != msgpack::type::ARRAY || o.via.array.size < 2 ||
       o.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER)
@@ -76,11 +131,12 @@ msgpack::object_handle unpack_reply(std::string_view payload) {
 }
 
 // One request and its reply on conn.
-std::string exchange_on(Connection& conn, std::string& framed_request) {
+msgpack::object_handle exchange_on(Connection& conn, FrameReader& reader, std::string& framed_request) {
   int fd = conn.fileno();
   write_reserved_frame(fd, framed_request);
-  wait_readable(fd, std::nullopt);
-  return read_frame(fd);
+  auto reply = reader.next(fd);
+  if (!reply) throw EOFError("the other end of the connection closed");
+  return unpack_untrusted(*reply);
 }
 
 } // namespace
@@ -88,25 +144,26 @@ std::string exchange_on(Connection& conn, std::string& framed_request) {
 msgpack::object_handle manager_exchange(const ManagerEndpoint& endpoint, std::string& framed_request) {
   if (t_table_state == TableState::destroyed)
     throw Error("a manager proxy was used after its thread's connections were destroyed");
-  Connection& conn = t_connections.get(endpoint);  // AuthenticationError passes as is
-  std::string reply;
+  auto& entry = t_connections.get(endpoint);  // AuthenticationError passes as is
+  msgpack::object_handle reply;
   try {
-    reply = exchange_on(conn, framed_request);
+    reply = exchange_on(entry.conn, entry.reader, framed_request);
   } catch (const Error& e) {
     server_gone(endpoint, e);
   }
-  return unpack_reply(reply);
+  return check_reply(std::move(reply));
 }
 
 msgpack::object_handle manager_exchange_once(const ManagerEndpoint& endpoint, std::string& framed_request) {
   auto conn = ConnectionTable::open(endpoint);
-  std::string reply;
+  FrameReader reader;
+  msgpack::object_handle reply;
   try {
-    reply = exchange_on(conn, framed_request);
+    reply = exchange_on(conn, reader, framed_request);
   } catch (const Error& e) {
     throw Error("the manager at " + endpoint.address + " is gone (" + e.what() + ")");
   }
-  return unpack_reply(reply);
+  return check_reply(std::move(reply));
 }
 
 void forget_manager_connection(const std::string& address) {

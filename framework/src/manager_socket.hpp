@@ -1,9 +1,14 @@
-// Socket settings both ends of a manager connection use.
+// What both ends of a manager connection share: socket settings and a frame reader.
 #pragma once
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
 
 namespace multiproc::detail {
 
@@ -21,5 +26,24 @@ inline void keep_alive_if_tcp(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
+
+// Reads frames (detail/wire.hpp) from a stream socket with one read() for a small frame instead
+// of one for the header and one for the payload: a request or a reply is a syscall cheaper on
+// each side. Bytes past a frame (a client that pipelines) stay buffered for the next call. The
+// buffer grows with the bytes that actually arrive, never with what a header claims.
+class FrameReader {
+public:
+  // The next frame's payload, valid until the next call. Waits (spin, then block) for it.
+  // nullopt on a clean EOF between frames; Error on a truncated or malformed frame.
+  std::optional<std::string_view> next(int fd);
+
+private:
+  // Reads more bytes (at least one), making room for up to `frame_size`; false at EOF.
+  bool fill(int fd, std::size_t frame_size);
+
+  std::string buf_;
+  std::size_t start_ = 0;  // the first byte not yet returned
+  std::size_t end_ = 0;    // one past the last byte read
+};
 
 } // namespace multiproc::detail
