@@ -3,9 +3,12 @@
 // HMAC challenge before a single byte of it is read as a request.
 //
 // Each authenticated connection (a client thread) gets a session thread that reads its framed
-// requests, answers server-level ones (create, shutdown) itself and hands object calls to the
-// object's actor, which writes the reply straight back to the connection. A session that ends
-// tells every object, so locks its client held are released and its parked calls abandoned.
+// requests, answers server-level ones (create, shutdown) itself and sends object calls to the
+// object's actor, which writes the reply straight back to the connection. The session thread is
+// also a CAF execution unit, so an idle actor woken by its call runs right there, without a
+// hand-off to a scheduler thread; the actor's mailbox still serializes all calls on the object.
+// A session that ends tells every object, so locks its client held are released and its parked
+// calls abandoned.
 // This header is CAF-free: the library's manager code (framework/src) calls serve() in the
 // server process.
 #pragma once
