@@ -198,13 +198,14 @@ public:
 
 private:
   void accept_loop() {
-    pollfd p[2] = {{listener_.fileno(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    // A negative owner_fd is ignored by poll.
+    pollfd p[3] = {{listener_.fileno(), POLLIN, 0}, {stop_fd_, POLLIN, 0}, {config_.owner_fd, POLLIN, 0}};
     for (;;) {
-      if (::poll(p, 2, -1) < 0) {
+      if (::poll(p, 3, -1) < 0) {
         if (errno == EINTR) continue;
         throw OSError("poll failed in the manager server", errno);
       }
-      if (p[1].revents) return;
+      if (p[1].revents || p[2].revents) return;
       if (!p[0].revents) continue;
       try {
         start_session(listener_.accept());

@@ -25,6 +25,7 @@ struct ServerConfig {
   std::string address;  // Unix socket path or "host:port" ("host:0": any free port)
   std::string authkey;
   std::shared_ptr<const TypeidRegistry> typeids;
+  int owner_fd = -1;  // if set: becomes readable (EOF) when the server's owner is gone; it stops
 };
 
 // Listens, then calls ready(bound address) and serves until a client asks it to shut down.

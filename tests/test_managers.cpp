@@ -1,6 +1,7 @@
 // Manager (Python's SyncManager) and its proxies, used from the parent, child processes, threads
 // and pool workers.
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,6 +95,15 @@ void notify_when_ready(mp::ConditionProxy cond, mp::ValueProxy<int> ready) {
 void set_event(mp::EventProxy e) { e.set(); }
 
 void barrier_party(mp::BarrierProxy b, mp::ListProxy<int> indexes) { indexes.append(b.wait()); }
+
+// Starts a manager, reports its directory and server pid, then waits to be killed.
+void own_manager_then_wait(mp::Connection report) {
+  auto before = child_pids();
+  mp::Manager manager;
+  report.send(std::make_pair(std::filesystem::path(manager.address()).parent_path().string(),
+                             static_cast<int>(new_child(before))));
+  for (;;) ::pause();
+}
 
 void call_forever(Dict d, mp::EventProxy started) {
   started.set();
@@ -529,6 +539,21 @@ TEST_CASE("manager: shutdown leaves no process, socket or directory behind", "[m
   CHECK_FALSE(std::filesystem::exists(dir));
   CHECK_THROWS_AS(d.at(1), mp::Error);
   manager.shutdown();  // twice is fine
+}
+
+TEST_CASE("manager: a manager whose owner is killed leaves no process or file behind", "[managers]") {
+  auto [report_r, report_w] = mp::Pipe(false);
+  Team team;
+  auto& owner = team.start(own_manager_then_wait, report_w);
+  REQUIRE(report_r.poll(patience));
+  auto [dir, server] = report_r.recv<std::pair<std::string, int>>();
+  int server_fd = static_cast<int>(::syscall(SYS_pidfd_open, server, 0));
+  REQUIRE(server_fd >= 0);
+  owner.kill();
+  join_or_kill(owner);
+  CHECK(mp::connection::wait(std::vector<int>{server_fd}, patience).size() == 1);  // the server ended
+  ::close(server_fd);
+  CHECK_FALSE(std::filesystem::exists(dir));
 }
 
 TEST_CASE("manager: when the server is killed under load every call fails at once", "[managers]") {

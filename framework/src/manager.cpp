@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -126,12 +127,18 @@ struct BaseManager::State {
   std::optional<detail::Forked> server;  // set by start()
   std::string directory;                 // our private directory, removed at shutdown
   pid_t owner = ::getpid();              // only the process that started the server stops it
+  int lifeline = -1;                     // write end of a pipe whose EOF tells the server we are gone
 
   void stop_server();
   void remove_files();
 };
 
 namespace {
+void close_internal_fd(int fd) {
+  detail::unregister_internal_fd(fd);
+  ::close(fd);
+}
+
 // Reaps a server child: it gets `grace` to end on its own, then SIGTERM, then SIGKILL.
 void reap_server(const detail::Forked& child, std::chrono::milliseconds grace) {
   if (!wait_fd(child.pidfd, grace)) {
@@ -139,8 +146,7 @@ void reap_server(const detail::Forked& child, std::chrono::milliseconds grace) {
     if (!wait_fd(child.pidfd, shutdown_step)) detail::pidfd_send_signal(child.pidfd, SIGKILL);
   }
   detail::try_reap(child.pidfd, true);
-  detail::unregister_internal_fd(child.pidfd);
-  ::close(child.pidfd);
+  close_internal_fd(child.pidfd);
 }
 } // namespace
 
@@ -154,6 +160,7 @@ void BaseManager::State::stop_server() {
   detail::forget_manager_connection(endpoint->address);
   reap_server(*server, shutdown_step);
   server.reset();
+  close_internal_fd(std::exchange(lifeline, -1));
   // A server that had to be killed could not remove its Unix socket.
   std::error_code ec;
   if (std::filesystem::is_socket(endpoint->address, ec)) std::filesystem::remove(endpoint->address, ec);
@@ -203,10 +210,22 @@ void BaseManager::start() {
   if (!state_) throw ValueError("this manager was moved from");
   if (state_->server) throw ProcessError("the manager's server was already started");
   state_->owner = ::getpid();
-  int report[2];
+  // report: the child's "ok <address>" or "error <message>". lifeline: the server watches it
+  // instead of dying by PDEATHSIG, so that when we die it still removes its socket and our
+  // private directory before it exits.
+  int report[2], lifeline[2];
   if (::pipe2(report, O_CLOEXEC) != 0) throw OSError(std::string("pipe failed: ") + std::strerror(errno), errno);
-  detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids};
-  auto body = [&config, fd = report[1]]() {
+  if (::pipe2(lifeline, O_CLOEXEC) != 0) {
+    int err = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    throw OSError(std::string("pipe failed: ") + std::strerror(err), err);
+  }
+  detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids,
+                                       lifeline[0]};
+  auto body = [&config, fd = report[1], keep = lifeline[1], dir = state_->directory]() {
+    ::prctl(PR_SET_PDEATHSIG, 0);
+    ::close(keep);
     int code = 0;
     try {
       detail::manager::serve(config, [fd](const std::string& bound) {
@@ -217,6 +236,10 @@ void BaseManager::start() {
       write_all(fd, std::string("error ") + e.what());
       code = 1;
     }
+    if (!dir.empty() && wait_fd(config.owner_fd, std::chrono::milliseconds(0))) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);  // the owner died without shutting us down
+    }
     return code;
   };
   detail::Forked child{};
@@ -224,26 +247,30 @@ void BaseManager::start() {
     child = detail::fork_child({"SyncManager-" + std::to_string(::getpid()), false, detail::next_child_identity()},
                                body, {report[1]});
   } catch (...) {
-    ::close(report[0]);
-    ::close(report[1]);
+    for (int fd : {report[0], report[1], lifeline[0], lifeline[1]}) ::close(fd);
     throw;
   }
   ::close(report[1]);
+  ::close(lifeline[0]);
+  detail::register_internal_fd(lifeline[1]);  // our other children must not keep the server alive
   std::string text;
   try {
     text = read_report(report[0]);
   } catch (...) {
     ::close(report[0]);
     reap_server(child, std::chrono::milliseconds(0));
+    close_internal_fd(lifeline[1]);
     throw;
   }
   ::close(report[0]);
   if (text.rfind("ok ", 0) != 0) {
     reap_server(child, shutdown_step);  // it reported its failure and is on its way out
+    close_internal_fd(lifeline[1]);
     throw ProcessError("the manager's server failed to start: " +
                        (text.empty() ? std::string("it exited") : text.substr(text.find(' ') + 1)));
   }
   state_->server = child;
+  state_->lifeline = lifeline[1];
   state_->endpoint = std::make_shared<detail::ManagerEndpoint>(detail::ManagerEndpoint{text.substr(3), state_->endpoint->authkey});
 }
 
