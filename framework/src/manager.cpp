@@ -244,8 +244,9 @@ void BaseManager::start() {
   };
   detail::Forked child{};
   try {
-    child = detail::fork_child({"SyncManager-" + std::to_string(::getpid()), false, detail::next_child_identity()},
-                               body, {report[1]});
+    auto identity = detail::next_child_identity();
+    auto name = "SyncManager-" + std::to_string(identity.back());
+    child = detail::fork_child({std::move(name), false, std::move(identity)}, body, {report[1]});
   } catch (...) {
     for (int fd : {report[0], report[1], lifeline[0], lifeline[1]}) ::close(fd);
     throw;

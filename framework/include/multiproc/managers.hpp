@@ -376,6 +376,17 @@ private:
   std::shared_ptr<const detail::TypeidRegistry> typeids_;
 };
 
+// Serving a queue every worker shares, and a class of your own:
+//
+//   mp::BaseManager server("0.0.0.0:58881", "jobs");
+//   server.register_typeid("get_job_queue", mp::Builtin::Queue, mp::Scope::shared);
+//   server.register_class<Counter>("Counter").expose("add", &Counter::add).expose("get", &Counter::get);
+//   server.start();
+//
+//   mp::BaseManager client("master-host:58881", "jobs");     // on another host
+//   client.connect();
+//   auto jobs = client.proxy<mp::QueueProxy<Job>>("get_job_queue");
+//   int n = client.proxy("Counter").call<int>("add", 5);    // an AutoProxy
 class BaseManager {
 public:
   // address: a Unix socket path or "host:port"; authkey: the shared secret of every connection.
