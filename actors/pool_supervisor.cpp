@@ -20,6 +20,7 @@ bool restart_intensity::record(clock::time_point now) {
 namespace {
 
 using watch_atom = caf::atom_constant<caf::atom("mp_watch")>;
+using stop_atom = caf::atom_constant<caf::atom("mp_stop")>;
 
 struct supervisor_state {
   pool_control* pool = nullptr;
@@ -67,6 +68,11 @@ caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_inte
       [=](watch_atom, std::uint64_t slot, int exit_fd) { adopt(self, slot, exit_fd); },
       [=](const caf::io::connection_closed_msg& msg) { on_worker_end(self, msg.handle.id()); },
       [=](const caf::io::new_data_msg&) {},  // a pidfd carries no data
+      [=](stop_atom) {
+        // Closing the scribes first frees them; a broker killed with live scribes leaks them.
+        self->close_all();
+        self->quit();
+      },
   };
 }
 
@@ -90,7 +96,7 @@ void pool_supervisor::watch(std::size_t slot, int exit_fd) {
 void pool_supervisor::stop() {
   if (!impl_->actor) return;
   caf::scoped_actor self{*impl_->sys};
-  self->send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+  self->send(impl_->actor, stop_atom::value);
   self->wait_for(impl_->actor);
   impl_->actor = nullptr;
 }

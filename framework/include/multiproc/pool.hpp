@@ -11,12 +11,15 @@
 // Callbacks run in the parent on the pool's one result thread, one at a time, before the
 // AsyncResult becomes ready; a callback that throws is reported on stderr and ignored.
 // Thread safety: every member may be called from several threads at once. Only the process
-// that created a pool may use it (in a forked child, calls throw ValueError).
+// that created a pool may use it (in a forked child, calls throw ValueError). The first workers
+// die with the thread that created the pool (PR_SET_PDEATHSIG, as Process documents); create a
+// pool on a thread that outlives it.
 // Destructor: terminate() — as Python's `with Pool() as p:` block ends.
 #pragma once
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <exception>
