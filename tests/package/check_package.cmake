@@ -4,7 +4,7 @@
 # (add_subdirectory) — and removes everything it made.
 #
 # Inputs (-D): MULTIPROC_BINARY_DIR, MULTIPROC_SOURCE_DIR, INSTALL_LIBDIR, INSTALL_INCLUDEDIR,
-# GENERATOR, BUILD_TYPE, CXX_COMPILER, COMPILER_LAUNCHER (a list; may be empty), SANITIZERS (ON/OFF).
+# GENERATOR, BUILD_TYPE, CXX_COMPILER, COMPILER_LAUNCHER (a command line; may be empty), SANITIZERS (ON/OFF).
 cmake_minimum_required(VERSION 3.25)
 
 set(consumer_dir ${CMAKE_CURRENT_LIST_DIR})
@@ -33,10 +33,12 @@ function(expect_installed relative_path)
   endif()
 endfunction()
 
-# The launcher is a list (env VAR=value ccache); escaped, it stays one -D argument.
-string(REPLACE ";" "\\;" launcher "${COMPILER_LAUNCHER}")
-set(common_configure_args -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
-  -DCMAKE_CXX_COMPILER=${CXX_COMPILER} "-DCMAKE_CXX_COMPILER_LAUNCHER=${launcher}")
+# The launcher comes as a command line (env VAR=value ccache); an initial cache file hands the
+# resulting list to the consumer's configure without any quoting.
+separate_arguments(launcher UNIX_COMMAND "${COMPILER_LAUNCHER}")
+file(WRITE ${work_dir}/initial-cache.cmake "set(CMAKE_CXX_COMPILER_LAUNCHER \"${launcher}\" CACHE STRING \"\")\n")
+set(common_configure_args -C ${work_dir}/initial-cache.cmake -G ${GENERATOR}
+  -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
 
 # Builds the consumer in build_dir with the extra configure arguments and runs it.
 function(build_and_run_consumer how build_dir)
