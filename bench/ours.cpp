@@ -1,3 +1,4 @@
+// bench_ours: the library side of every measure (see ours.hpp); `bench_ours <measure> <n>`.
 #include <multiproc/multiproc.hpp>
 
 #include <vector>

@@ -1,6 +1,5 @@
 // Pool: map throughput, apply_async round trips, CPU-bound scaling and a worker's memory.
 #include <multiproc/multiproc.hpp>
-#include <multiproc/pool.hpp>
 
 #include <algorithm>
 #include <cstdint>
