@@ -1,5 +1,6 @@
 # Runs one example (PROGRAM with ARGS) and fails unless it exits 0, reports no failed check or
-# uncaught error on stderr, and prints a line matching each regex in EXPECT_FILE (one per line).
+# uncaught error on stderr, and prints text matching each regex in EXPECT_FILE (one per line,
+# <NL> standing for a newline).
 execute_process(COMMAND ${PROGRAM} ${ARGS}
   RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
 message("${out}")
@@ -14,6 +15,7 @@ if(err MATCHES "check failed|terminate called|\nProcess [^\n]*:\n")
 endif()
 file(STRINGS ${EXPECT_FILE} expectations)
 foreach(regex IN LISTS expectations)
+  string(REPLACE "<NL>" "\n" regex "${regex}")
   if(NOT out MATCHES "${regex}")
     message(FATAL_ERROR "${PROGRAM}: no output line matches '${regex}'")
   endif()
