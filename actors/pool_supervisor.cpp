@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "actors/runtime.hpp"
+#include "framework/src/log.hpp"
 
 namespace multiproc::actors {
 
@@ -55,9 +56,12 @@ void on_worker_end(supervisor_actor* self, std::int64_t handle_id) {
   st.slots.erase(it);
   bool crashed = st.pool->settle_exit(slot);
   if (crashed && !st.intensity->record(restart_intensity::clock::now())) {
+    detail::log(LogLevel::error, "pool broken: workers crashed more than max_restarts times within restart_window");
     st.pool->break_pool("pool workers crashed more than max_restarts times within restart_window");
     return;
   }
+  detail::log(LogLevel::info, "replacing pool worker {}: it {}", slot,
+              crashed ? "crashed" : "retired after maxtasksperchild tasks");
   restart(self, slot);
 }
 

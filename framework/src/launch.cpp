@@ -18,6 +18,7 @@
 
 #include "multiproc/detail/codec.hpp"
 #include "multiproc/errors.hpp"
+#include "log.hpp"
 
 namespace multiproc::detail {
 
@@ -180,6 +181,7 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
     throw OSError(std::string("pidfd_open failed: ") + std::strerror(err), err);
   }
   register_internal_fd(fd);
+  log(LogLevel::info, "started {} (pid {})", who.name, pid);
   return {pid, fd};
 }
 

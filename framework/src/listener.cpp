@@ -24,6 +24,7 @@
 
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
+#include "log.hpp"
 
 namespace multiproc {
 
@@ -336,7 +337,8 @@ void deliver_challenge(Connection& conn, std::string_view authkey) {
   auto response = hs.recv();
   try {
     verify_challenge(authkey, message, response);
-  } catch (const AuthenticationError&) {
+  } catch (const AuthenticationError& e) {
+    detail::log(LogLevel::warning, "authentication failed: {}", e.what());
     try {
       hs.send(failure);
     } catch (const AuthenticationError&) {

@@ -15,6 +15,7 @@
 
 #include "actors/manager_server.hpp"
 #include "launch.hpp"
+#include "log.hpp"
 #include "multiproc/errors.hpp"
 
 namespace multiproc {
@@ -115,6 +116,7 @@ ManagerServer::ManagerServer(std::string address, std::string authkey,
 
 void ManagerServer::serve_forever(const std::function<void(const std::string&)>& on_ready) {
   detail::manager::serve({address_, authkey_, typeids_}, [&](const std::string& bound) {
+    detail::log(LogLevel::info, "manager serving at {}", bound);
     if (on_ready) on_ready(bound);
   });
 }
@@ -289,6 +291,7 @@ void BaseManager::shutdown() {
   if (!state_ || state_->owner != ::getpid()) return;
   if (state_->server) state_->stop_server();
   state_->remove_files();
+  detail::log(LogLevel::info, "manager at {} shut down", state_->endpoint->address);
 }
 
 std::string BaseManager::address() const {

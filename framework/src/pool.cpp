@@ -20,6 +20,7 @@
 
 #include "actors/pool_supervisor.hpp"
 #include "launch.hpp"
+#include "log.hpp"
 #include "multiproc/detail/errc.hpp"
 #include "pool_worker.hpp"
 
@@ -548,7 +549,10 @@ void pool_core::wake_result_thread() {
 void pool_core::close() {
   check_owner();
   std::lock_guard lk(m_);
-  if (state_ == state::running) state_ = state::closed;
+  if (state_ == state::running) {
+    state_ = state::closed;
+    log(LogLevel::info, "pool closed");
+  }
 }
 
 void pool_core::terminate() {
@@ -558,6 +562,7 @@ void pool_core::terminate() {
     if (shut_down_) return;
     shut_down_ = true;
     state_ = state::terminated;
+    log(LogLevel::info, "pool terminated");
     idle_cv_.notify_all();  // a join() waiting for the tasks returns
   }
   supervisor_.reset();  // no restarts from here on

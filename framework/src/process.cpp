@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "launch.hpp"
+#include "log.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 
@@ -51,6 +52,7 @@ struct ProcessState {
     if (exitcode) return true;
     if (pidfd < 0 || !ours()) return false;
     exitcode = try_reap(pidfd, block);
+    if (exitcode) log(LogLevel::info, "{} (pid {}) exited with exitcode {}", name, pid, *exitcode);
     return exitcode.has_value();
   }
 };
