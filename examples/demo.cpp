@@ -138,7 +138,7 @@ void report(const std::string& label, const Timed& t, const Timed& baseline) {
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);
-  std::uint64_t size = 15'000'000;
+  std::uint64_t size = 20'000'000;
   unsigned processes = mp::cpu_count();
   std::size_t chunks = 200;
   bool verbose = false;
