@@ -43,7 +43,9 @@ int main(int argc, char** argv) {
   if (mode == "master") {
     job_queue::master(argv[2], argv[3]);
   } else {
-    std::cout << "ran " << job_queue::worker(argv[2], argv[3]) << " jobs" << std::endl;
+    // Run first: `cout << "ran " << worker()` would print "ran " before the worker's own lines.
+    int jobs = job_queue::worker(argv[2], argv[3]);
+    std::cout << "ran " << jobs << " jobs" << std::endl;
   }
   return 0;
 }
