@@ -112,6 +112,27 @@ void echo_forever(mp::Connection conn) {
   for (;;) conn.send(conn.recv());
 }
 
+// Message i of a stream that several processes read: its index and i % 97 copies of one letter.
+std::tuple<int, std::string> numbered_message(int i) {
+  return {i, std::string(static_cast<std::size_t>(i % 97), static_cast<char>('a' + i % 26))};
+}
+
+// Takes messages from a reader it shares with other processes, one at a time under `lock`, until
+// an index of -1; reports how many arrived intact.
+void read_shared_under_lock(mp::Connection in, mp::Lock lock, mp::Connection report) {
+  long intact = 0;
+  for (;;) {
+    std::tuple<int, std::string> m;
+    {
+      std::lock_guard hold(lock);
+      m = in.recv<std::tuple<int, std::string>>();
+    }
+    if (std::get<0>(m) < 0) break;
+    if (m == numbered_message(std::get<0>(m))) ++intact;
+  }
+  report.send(intact);
+}
+
 // Starts a frame of 1000 bytes, sends 10 of them and dies.
 void die_inside_a_frame(mp::Connection conn) {
   write_raw(conn.fileno(), be32(1000) + std::string(10, 'x'));
@@ -342,6 +363,17 @@ TEST_CASE("connection: a one-way Pipe refuses the wrong direction with an Error"
   CHECK(r.recv<std::string>() == "one way");
 }
 
+TEST_CASE("connection: a recv takes one message and leaves the next readable on fileno", "[connection]") {
+  auto [a, b] = mp::Pipe();
+  a.send(1);
+  a.send(2);
+  CHECK(b.recv<int>() == 1);
+  pollfd p{b.fileno(), POLLIN, 0};
+  CHECK(::poll(&p, 1, 0) == 1);
+  CHECK(mp::connection::wait({b}, 0s).size() == 1);
+  CHECK(b.recv<int>() == 2);
+}
+
 TEST_CASE("connection: recv throws EOFError once the peer closed and everything sent was read", "[connection]") {
   auto [a, b] = mp::Pipe();
   a.send(1);
@@ -503,6 +535,28 @@ TEST_CASE("connection: wait over Connections includes one whose peer closed, and
   CHECK(mp::connection::wait({b1, b2}, patience) == std::vector<mp::Connection>{b2});
   a1.send(1);
   CHECK(mp::connection::wait({b1, b2}).size() == 2);
+}
+
+TEST_CASE("connection: processes sharing one reader under a Lock each take whole messages", "[connection]") {
+  constexpr int messages = 400;
+  constexpr int readers = 2;
+  auto [in_r, in_w] = mp::Pipe(false);
+  auto [report_r, report_w] = mp::Pipe(false);
+  mp::Lock lock;
+  std::vector<mp::Process> procs;
+  for (int i = 0; i < readers; ++i) {
+    procs.emplace_back(read_shared_under_lock, in_r, lock, report_w);
+    procs.back().start();
+  }
+  for (int i = 0; i < messages; ++i) in_w.send(numbered_message(i));
+  for (int i = 0; i < readers; ++i) in_w.send(std::make_tuple(-1, std::string()));
+  long intact = 0;
+  for (int i = 0; i < readers; ++i) {
+    REQUIRE(report_r.poll(patience));
+    intact += report_r.recv<long>();
+  }
+  CHECK(intact == messages);
+  for (auto& p : procs) join_or_kill(p);
 }
 
 TEST_CASE("connection: a 50 MiB message crosses a Pipe between processes both ways", "[connection]") {

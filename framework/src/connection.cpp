@@ -64,11 +64,11 @@ void Connection::send_bytes(std::string_view buf, std::size_t offset, std::optio
   send_bytes(buf.substr(offset, n));
 }
 
-std::size_t Connection::read_header(int fd) {
+detail::PendingFrame Connection::wait_frame(int fd) {
   if (state_->out_of_step)
     throw Error("connection is unusable: an earlier message had a malformed frame header");
   try {
-    return detail::read_frame_header(fd);
+    return detail::wait_frame(fd);
   } catch (const EOFError&) {
     throw;
   } catch (const Error&) {
@@ -80,30 +80,28 @@ std::size_t Connection::read_header(int fd) {
 std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
   int fd = checked_fd(false);
   std::lock_guard lock(state_->read_m);
-  detail::wait_readable(fd, std::nullopt);
-  std::size_t n = read_header(fd);
-  if (maxlength && n > *maxlength) {
-    detail::discard_exact(fd, n);
-    throw ValueError("message of " + std::to_string(n) + " bytes is longer than maxlength " +
+  detail::PendingFrame frame = wait_frame(fd);
+  if (maxlength && frame.payload_size > *maxlength) {
+    detail::discard_payload(fd, frame);
+    throw ValueError("message of " + std::to_string(frame.payload_size) + " bytes is longer than maxlength " +
                      std::to_string(*maxlength));
   }
-  return detail::read_payload(fd, n);
+  return detail::read_payload(fd, frame);
 }
 
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t offset) {
   if (offset > buf.size()) throw ValueError("offset is out of bounds");
   int fd = checked_fd(false);
   std::lock_guard lock(state_->read_m);
-  detail::wait_readable(fd, std::nullopt);
-  std::size_t n = read_header(fd);
-  if (n > buf.size() - offset) {
-    std::string whole = detail::read_payload(fd, n);
-    throw BufferTooShort("message of " + std::to_string(n) + " bytes does not fit in " +
+  detail::PendingFrame frame = wait_frame(fd);
+  if (frame.payload_size > buf.size() - offset) {
+    std::string whole = detail::read_payload(fd, frame);
+    throw BufferTooShort("message of " + std::to_string(frame.payload_size) + " bytes does not fit in " +
                              std::to_string(buf.size() - offset) + " bytes",
                          std::move(whole));
   }
-  detail::read_exact(fd, reinterpret_cast<char*>(buf.data() + offset), n);
-  return n;
+  detail::read_payload_into(fd, frame, reinterpret_cast<char*>(buf.data() + offset));
+  return frame.payload_size;
 }
 
 bool Connection::poll() { return poll_until(detail::Clock::now()); }

@@ -55,6 +55,32 @@ std::uint64_t get_be(const unsigned char* p, int n) {
   return v;
 }
 
+constexpr std::size_t max_header = 12;
+
+// Writes the header of a frame of payload_size bytes at out (room for max_header bytes); its length.
+std::size_t frame_header(char* out, std::size_t payload_size) {
+  if (payload_size > escape_threshold) {
+    put_be32(out, 0xffffffffu);
+    put_be64(out + 4, payload_size);
+    return 12;
+  }
+  put_be32(out, static_cast<std::uint32_t>(payload_size));
+  return 4;
+}
+
+// Drops n bytes that were written or read from the front of iov, and the buffers left empty.
+void advance(iovec*& iov, int& iovcnt, std::size_t n) {
+  while (iovcnt > 0 && n >= iov->iov_len) {
+    n -= iov->iov_len;
+    ++iov;
+    --iovcnt;
+  }
+  if (iovcnt > 0) {
+    iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+    iov->iov_len -= n;
+  }
+}
+
 // writev that survives partial writes and EINTR; sockets get MSG_NOSIGNAL through sendmsg.
 void write_all(int fd, iovec* iov, int iovcnt) {
   while (iovcnt > 0) {
@@ -67,24 +93,17 @@ void write_all(int fd, iovec* iov, int iovcnt) {
       if (errno == EINTR) continue;
       throw_os("write to connection failed", errno);
     }
-    auto left = static_cast<std::size_t>(n);
-    while (iovcnt > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --iovcnt;
-    }
-    if (iovcnt > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    advance(iov, iovcnt, static_cast<std::size_t>(n));
   }
 }
 
-// Reads up to n bytes; returns how many before EOF (n unless the peer closed).
-std::size_t read_some_exact(int fd, char* out, std::size_t n) {
+// Reads until the buffers are full or the peer closes (EINTR retried, ECONNRESET taken as a
+// close); how many bytes arrived. iov is consumed.
+std::size_t read_all(int fd, iovec* iov, int iovcnt) {
   std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::read(fd, out + got, n - got);
+  advance(iov, iovcnt, 0);  // readv into nothing would return 0, which reads as EOF
+  while (iovcnt > 0) {
+    ssize_t r = ::readv(fd, iov, iovcnt);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == ECONNRESET) return got;
@@ -92,8 +111,52 @@ std::size_t read_some_exact(int fd, char* out, std::size_t n) {
     }
     if (r == 0) return got;
     got += static_cast<std::size_t>(r);
+    advance(iov, iovcnt, static_cast<std::size_t>(r));
   }
   return got;
+}
+
+// Reads up to n bytes; returns how many before EOF (n unless the peer closed).
+std::size_t read_some_exact(int fd, char* out, std::size_t n) {
+  iovec iov{out, n};
+  return read_all(fd, &iov, 1);
+}
+
+// Calls ready() until it returns true or the spin (cut short at the deadline) is over; whether
+// it did. At least one try, so a zero deadline still checks once.
+template <class Ready>
+bool spin_until(Deadline deadline, Ready ready) {
+  auto spin_end = Clock::now() + spin_duration();
+  if (deadline && *deadline < spin_end) spin_end = *deadline;
+  for (;;) {
+    if (ready()) return true;
+    if (Clock::now() >= spin_end) return false;
+    // Lets a peer that shares this CPU run: without it, on a busy machine every message waits
+    // out the whole spin (bench/: 110 µs round trips instead of 10 µs when both share a CPU).
+    ::sched_yield();
+  }
+}
+
+// What a peek at the socket found.
+enum class peeked { bytes, nothing_yet, not_a_socket };
+
+// recv(MSG_PEEK) of up to a long header into h: the bytes there are in *seen (0: EOF).
+peeked peek_header(int fd, char* h, int flags, std::size_t* seen) {
+  for (;;) {
+    ssize_t r = ::recv(fd, h, max_header, MSG_PEEK | flags);
+    if (r >= 0) {
+      *seen = static_cast<std::size_t>(r);
+      return peeked::bytes;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return peeked::nothing_yet;
+    if (errno == ENOTSOCK) return peeked::not_a_socket;
+    if (errno == ECONNRESET) {
+      *seen = 0;
+      return peeked::bytes;
+    }
+    throw_os("read from connection failed", errno);
+  }
 }
 
 bool poll_readable(int fd, int timeout_ms) {
@@ -118,21 +181,12 @@ void set_spin_duration(std::chrono::microseconds us) noexcept {
 }
 
 bool wait_readable(int fd, Deadline deadline) {
-  if (poll_readable(fd, 0)) return true;
-  auto now = Clock::now();
-  auto spin_end = now + spin_duration();
-  if (deadline && *deadline < spin_end) spin_end = *deadline;
-  while (Clock::now() < spin_end) {
-    if (poll_readable(fd, 0)) return true;
-    // Lets a peer that shares this CPU run: without it, on a busy machine every message waits
-    // out the whole spin (bench/: 110 µs round trips instead of 10 µs when both share a CPU).
-    ::sched_yield();
-  }
+  if (spin_until(deadline, [fd] { return poll_readable(fd, 0); })) return true;
   for (;;) {
     int timeout_ms = -1;
     if (deadline) {
       auto left = *deadline - Clock::now();
-      if (left <= Clock::duration::zero()) return poll_readable(fd, 0);
+      if (left <= Clock::duration::zero()) return false;
       // Round up so that we never wake a hair early and report a timeout that has not passed.
       timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
     }
@@ -142,15 +196,8 @@ bool wait_readable(int fd, Deadline deadline) {
 }
 
 void write_frame(int fd, std::string_view payload) {
-  char header[12];
-  std::size_t header_len = 4;
-  if (payload.size() > escape_threshold) {
-    put_be32(header, 0xffffffffu);
-    put_be64(header + 4, payload.size());
-    header_len = 12;
-  } else {
-    put_be32(header, static_cast<std::uint32_t>(payload.size()));
-  }
+  char header[max_header];
+  std::size_t header_len = frame_header(header, payload.size());
   iovec iov[2] = {{header, header_len}, {const_cast<char*>(payload.data()), payload.size()}};
   write_all(fd, iov, payload.empty() ? 1 : 2);
 }
@@ -161,22 +208,14 @@ void write_reserved_frame(int fd, std::string& buf) {
     write_frame(fd, std::string_view(buf).substr(frame_reserve));
     return;
   }
-  put_be32(buf.data(), static_cast<std::uint32_t>(n));
+  frame_header(buf.data(), n);
   iovec iov{buf.data(), buf.size()};
   write_all(fd, &iov, 1);
 }
 
 void append_frame(std::string& out, std::string_view payload) {
-  char header[12];
-  std::size_t header_len = 4;
-  if (payload.size() > escape_threshold) {
-    put_be32(header, 0xffffffffu);
-    put_be64(header + 4, payload.size());
-    header_len = 12;
-  } else {
-    put_be32(header, static_cast<std::uint32_t>(payload.size()));
-  }
-  out.append(header, header_len);
+  char header[max_header];
+  out.append(header, frame_header(header, payload.size()));
   out.append(payload);
 }
 
@@ -258,5 +297,48 @@ std::string read_payload(int fd, std::size_t n) {
 }
 
 std::string read_frame(int fd) { return read_payload(fd, read_frame_header(fd)); }
+
+PendingFrame wait_frame(int fd) {
+  char h[max_header];
+  std::size_t seen = 0;
+  peeked got = peeked::nothing_yet;
+  spin_until(std::nullopt, [&] { return (got = peek_header(fd, h, MSG_DONTWAIT, &seen)) != peeked::nothing_yet; });
+  if (got == peeked::nothing_yet) got = peek_header(fd, h, 0, &seen);  // blocks
+  if (got == peeked::not_a_socket) {
+    wait_readable(fd, std::nullopt);
+    return {0, read_frame_header(fd)};
+  }
+  if (seen == 0) throw EOFError("the other end of the connection closed");
+  if (auto header = parse_frame_header(std::string_view(h, seen))) return {header->header_size, header->payload_size};
+  // Part of a header: the rest may be on its way or never come; a blocking read tells which.
+  return {0, read_frame_header(fd)};
+}
+
+void read_payload_into(int fd, const PendingFrame& frame, char* out) {
+  char header[max_header];
+  iovec iov[2] = {{header, frame.header_unread}, {out, frame.payload_size}};
+  std::size_t got = read_all(fd, iov, 2);
+  std::size_t payload_got = got > frame.header_unread ? got - frame.header_unread : 0;
+  if (payload_got < frame.payload_size)
+    throw Error("truncated frame: the peer closed after " + std::to_string(payload_got) + " of " +
+                std::to_string(frame.payload_size) + " payload bytes");
+}
+
+std::string read_payload(int fd, const PendingFrame& frame) {
+  if (frame.payload_size > eager_payload) {
+    char header[max_header];
+    read_exact(fd, header, frame.header_unread);
+    return read_payload(fd, frame.payload_size);
+  }
+  std::string out(frame.payload_size, '\0');
+  read_payload_into(fd, frame, out.data());
+  return out;
+}
+
+void discard_payload(int fd, const PendingFrame& frame) {
+  char header[max_header];
+  read_exact(fd, header, frame.header_unread);
+  discard_exact(fd, frame.payload_size);
+}
 
 } // namespace multiproc::detail

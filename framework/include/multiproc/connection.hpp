@@ -80,7 +80,7 @@ public:
 
 private:
   void send_reserved(std::string& framed);
-  std::size_t read_header(int fd);  // with the read lock held
+  detail::PendingFrame wait_frame(int fd);  // with the read lock held
   int checked_fd(bool for_write) const;
   std::shared_ptr<detail::ConnectionState> state_;
 };

@@ -66,4 +66,24 @@ void discard_exact(int fd, std::size_t n);
 // Reads one whole frame (header and payload).
 std::string read_frame(int fd);
 
+// A frame whose length is known but whose bytes are not taken yet: its header may still sit in
+// the socket, only peeked at. Taking header and payload in one read takes exactly this frame,
+// so bytes behind it stay in the socket for whoever reads next: another process sharing the
+// endpoint (under a lock of its own, as Python allows) or a select() on the fd.
+struct PendingFrame {
+  std::size_t header_unread;  // header bytes still in the socket (0 when already read)
+  std::size_t payload_size;
+};
+// Waits for the next frame's header. The spin probes with recv(MSG_PEEK), so the probe that
+// sees the frame also yields its length: with read_payload*, one more syscall takes the frame.
+// EOFError on a clean EOF; Error on a truncated header, a malformed length or one above the
+// ceiling (the malformed header is then left unread).
+PendingFrame wait_frame(int fd);
+// Reads the pending frame into out, which has room for its payload. Error on a truncated frame.
+void read_payload_into(int fd, const PendingFrame& frame, char* out);
+// Reads the pending frame's payload; memory grows as read_payload(fd, n) does.
+std::string read_payload(int fd, const PendingFrame& frame);
+// Reads and drops the pending frame (one the caller refused).
+void discard_payload(int fd, const PendingFrame& frame);
+
 } // namespace multiproc::detail
