@@ -12,12 +12,6 @@
 
 namespace multiproc::actors {
 
-bool restart_intensity::record(clock::time_point now) {
-  crashes_.push_back(now);
-  while (!crashes_.empty() && now - crashes_.front() > period_) crashes_.pop_front();
-  return crashes_.size() <= max_;
-}
-
 namespace {
 
 using watch_atom = caf::atom_constant<caf::atom("mp_watch")>;
@@ -80,29 +74,33 @@ caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_inte
   };
 }
 
-} // namespace
+class caf_pool_supervisor final : public pool_supervisor {
+public:
+  caf_pool_supervisor(pool_control& pool, restart_intensity intensity)
+      : actor_(sys_->middleman().spawn_broker(supervise, &pool, intensity)) {}
+  ~caf_pool_supervisor() override { stop(); }
 
-struct pool_supervisor::impl {
-  std::shared_ptr<caf::actor_system> sys = acquire_system();
-  caf::actor actor;
+  void watch(std::size_t slot, int exit_fd) override {
+    caf::anon_send(actor_, watch_atom::value, static_cast<std::uint64_t>(slot), exit_fd);
+  }
+
+  void stop() override {
+    if (!actor_) return;
+    caf::scoped_actor self{*sys_};
+    self->send(actor_, stop_atom::value);
+    self->wait_for(actor_);
+    actor_ = nullptr;
+  }
+
+private:
+  std::shared_ptr<caf::actor_system> sys_ = acquire_system();  // before actor_: it spawns there
+  caf::actor actor_;
 };
 
-pool_supervisor::pool_supervisor(pool_control& pool, restart_intensity intensity) : impl_(std::make_unique<impl>()) {
-  impl_->actor = impl_->sys->middleman().spawn_broker(supervise, &pool, intensity);
-}
+} // namespace
 
-pool_supervisor::~pool_supervisor() { stop(); }
-
-void pool_supervisor::watch(std::size_t slot, int exit_fd) {
-  caf::anon_send(impl_->actor, watch_atom::value, static_cast<std::uint64_t>(slot), exit_fd);
-}
-
-void pool_supervisor::stop() {
-  if (!impl_->actor) return;
-  caf::scoped_actor self{*impl_->sys};
-  self->send(impl_->actor, stop_atom::value);
-  self->wait_for(impl_->actor);
-  impl_->actor = nullptr;
+std::unique_ptr<pool_supervisor> make_pool_supervisor(pool_control& pool, restart_intensity intensity) {
+  return std::make_unique<caf_pool_supervisor>(pool, intensity);
 }
 
 } // namespace multiproc::actors

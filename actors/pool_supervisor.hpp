@@ -2,8 +2,9 @@
 // worker's end settles the tasks it held, applies the restart intensity (Erlang/OTP's
 // intensity and period) and starts the replacement, or declares the pool broken.
 //
-// This header is CAF-free: the pool talks to the actor through pool_supervisor, and the
-// decisions live in plain structs (restart_intensity) that tests use without an actor system.
+// This header is CAF-free: the pool talks to the actor through the pool_supervisor interface,
+// which libmultiproc_actors implements (actors/plugin.hpp), and the decisions live in plain
+// structs (restart_intensity, inline so that tests use it without the plugin or an actor system).
 #pragma once
 
 #include <chrono>
@@ -34,7 +35,11 @@ public:
   using clock = std::chrono::steady_clock;
   restart_intensity(unsigned max_restarts, clock::duration period) : max_(max_restarts), period_(period) {}
   // Records a crash at `now`; false when it is one too many.
-  bool record(clock::time_point now);
+  bool record(clock::time_point now) {
+    crashes_.push_back(now);
+    while (!crashes_.empty() && now - crashes_.front() > period_) crashes_.pop_front();
+    return crashes_.size() <= max_;
+  }
 
 private:
   unsigned max_;
@@ -42,21 +47,22 @@ private:
   std::deque<clock::time_point> crashes_;
 };
 
+// The supervisor actor, seen from the pool. Destroying it stops it.
 class pool_supervisor {
 public:
-  pool_supervisor(pool_control& pool, restart_intensity intensity);
-  ~pool_supervisor();  // stop()
+  pool_supervisor() = default;
+  virtual ~pool_supervisor() = default;
   pool_supervisor(const pool_supervisor&) = delete;
   pool_supervisor& operator=(const pool_supervisor&) = delete;
 
   // Watches the worker in `slot` through exit_fd (a pidfd; the supervisor closes it).
-  void watch(std::size_t slot, int exit_fd);
+  virtual void watch(std::size_t slot, int exit_fd) = 0;
   // Stops the actor and returns once it is gone: no worker is settled or started after this.
-  void stop();
-
-private:
-  struct impl;
-  std::unique_ptr<impl> impl_;
+  virtual void stop() = 0;
 };
+
+// Spawns the supervisor actor for `pool` (in libmultiproc_actors; the pool reaches it through
+// the plugin table).
+std::unique_ptr<pool_supervisor> make_pool_supervisor(pool_control& pool, restart_intensity intensity);
 
 } // namespace multiproc::actors

@@ -13,7 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "actors/manager_server.hpp"
+#include "actors_plugin.hpp"
 #include "launch.hpp"
 #include "log.hpp"
 #include "multiproc/errors.hpp"
@@ -115,7 +115,7 @@ ManagerServer::ManagerServer(std::string address, std::string authkey,
     : address_(std::move(address)), authkey_(std::move(authkey)), typeids_(std::move(typeids)) {}
 
 void ManagerServer::serve_forever(const std::function<void(const std::string&)>& on_ready) {
-  detail::manager::serve({address_, authkey_, typeids_}, [&](const std::string& bound) {
+  detail::actors_plugin().serve_manager({address_, authkey_, typeids_}, [&](const std::string& bound) {
     detail::log(LogLevel::info, "manager serving at {}", bound);
     if (on_ready) on_ready(bound);
   });
@@ -212,6 +212,8 @@ void BaseManager::start() {
   if (!state_) throw ValueError("this manager was moved from");
   if (state_->server) throw ProcessError("the manager's server was already started");
   state_->owner = ::getpid();
+  // Loaded here, not in the server: a forked child must not dlopen (actors_plugin.hpp).
+  const auto& plugin = detail::actors_plugin();
   // report: the child's "ok <address>" or "error <message>". lifeline: the server watches it
   // instead of dying by PDEATHSIG, so that when we die it still removes its socket and our
   // private directory before it exits.
@@ -225,12 +227,12 @@ void BaseManager::start() {
   }
   detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids,
                                        lifeline[0]};
-  auto body = [&config, fd = report[1], keep = lifeline[1], dir = state_->directory]() {
+  auto body = [&config, &plugin, fd = report[1], keep = lifeline[1], dir = state_->directory]() {
     ::prctl(PR_SET_PDEATHSIG, 0);
     ::close(keep);
     int code = 0;
     try {
-      detail::manager::serve(config, [fd](const std::string& bound) {
+      plugin.serve_manager(config, [fd](const std::string& bound) {
         write_all(fd, "ok " + bound);
         ::close(fd);
       });

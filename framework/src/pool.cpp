@@ -18,7 +18,7 @@
 #include <deque>
 #include <iostream>
 
-#include "actors/pool_supervisor.hpp"
+#include "actors_plugin.hpp"
 #include "launch.hpp"
 #include "log.hpp"
 #include "multiproc/detail/errc.hpp"
@@ -160,7 +160,7 @@ private:
   int wake_ = -1;
   std::thread result_thread_;
   std::thread::id result_thread_id_;
-  std::optional<actors::pool_supervisor> supervisor_;
+  std::unique_ptr<actors::pool_supervisor> supervisor_;
 };
 
 void poll_results(pool_core& core) { core.poll(); }
@@ -187,13 +187,16 @@ pool_core::~pool_core() {
 }
 
 void pool_core::start() {
+  // Before the pool's first thread and first fork: a forked child must not dlopen (actors_plugin.hpp).
+  const auto& plugin = actors_plugin();
   {
     // result_loop() takes m_ first, so it sees result_thread_id_ set.
     std::lock_guard lk(m_);
     result_thread_ = std::thread([this] { result_loop(); });
     result_thread_id_ = result_thread_.get_id();
   }
-  supervisor_.emplace(*this, actors::restart_intensity(options_.max_restarts, options_.restart_window));
+  supervisor_ =
+      plugin.make_pool_supervisor(*this, actors::restart_intensity(options_.max_restarts, options_.restart_window));
   for (std::size_t slot = 0; slot < workers_.size(); ++slot) supervisor_->watch(slot, start_worker(slot));
 }
 

@@ -55,6 +55,7 @@ foreach(file IN ITEMS
     ${INSTALL_INCLUDEDIR}/multiproc/multiproc.hpp
     ${INSTALL_INCLUDEDIR}/multiproc/detail/codec.hpp
     ${INSTALL_LIBDIR}/libmultiproc.so
+    ${INSTALL_LIBDIR}/libmultiproc_actors.so
     ${config_dir}/multiprocConfig.cmake
     ${config_dir}/multiprocConfigVersion.cmake
     ${config_dir}/multiprocTargets.cmake

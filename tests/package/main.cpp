@@ -1,10 +1,13 @@
 // The smallest useful multiproc program, built by a project outside multiproc: a child process
-// sends one message back through a Pipe. Exits 0 when the message and the child's exit code are right.
+// sends one message back through a Pipe, and a Pool (whose supervisor lives in the actor plugin,
+// libmultiproc_actors, loaded from next to libmultiproc) squares a few numbers. Exits 0 when the
+// message, the child's exit code and the squares are right.
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace mp = multiproc;
 
@@ -14,10 +17,9 @@ const std::string greeting = "hello from the child";
 
 void send_greeting(mp::Connection conn) { conn.send(greeting); }
 
-}  // namespace
+int square(int x) { return x * x; }
 
-int main(int argc, char** argv) {
-  mp::init(argc, argv);
+bool pipe_from_child_works() {
   auto [parent_end, child_end] = mp::Pipe();
   mp::Process child(send_greeting, child_end);
   child.start();
@@ -29,5 +31,21 @@ int main(int argc, char** argv) {
     child.join();
   }
   std::printf("received \"%s\", child exit code %d\n", received.c_str(), child.exitcode().value_or(-1000));
-  return received == greeting && child.exitcode() == 0 ? 0 : 1;
+  return received == greeting && child.exitcode() == 0;
+}
+
+bool pool_works() {
+  mp::Pool pool(2);
+  const std::vector<int> squares = pool.map(square, std::vector<int>{1, 2, 3});
+  std::printf("pool squares: %d %d %d\n", squares.at(0), squares.at(1), squares.at(2));
+  return squares == std::vector<int>{1, 4, 9};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
+  const bool pipe_ok = pipe_from_child_works();
+  const bool pool_ok = pool_works();
+  return pipe_ok && pool_ok ? 0 : 1;
 }

@@ -85,6 +85,11 @@ struct BrokenBarrierError : Error {
 struct NotImplementedError : Error {
   using Error::Error;
 };
+// A part of the library that is loaded on first use could not be: Pool and Manager need
+// libmultiproc_actors, installed next to libmultiproc.
+struct ImportError : Error {
+  using Error::Error;
+};
 // An exception raised in another process. type_name(): its demangled C++ type.
 struct RemoteError : Error {
   RemoteError(std::string type_name, const std::string& message)

@@ -1,0 +1,36 @@
+// The boundary between libmultiproc and libmultiproc_actors, the shared library that holds every
+// CAF-based part (the pool supervisor, the manager server and its object actors).
+//
+// libmultiproc never links CAF: a program that only uses Process, Pipe, Queue or the locks loads
+// none of it, and each of its forks copies far fewer mappings. The first Pool or Manager loads
+// libmultiproc_actors with dlopen (framework/src/actors_plugin.hpp) and calls the one extern "C"
+// entry below, which returns the table of factories; everything else goes through the table.
+// This header is CAF-free.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "actors/manager_server.hpp"
+#include "actors/pool_supervisor.hpp"
+
+namespace multiproc::actors {
+
+// Changes whenever the table or a type it passes changes shape: a plugin from another build is
+// refused instead of being called with the wrong layout.
+inline constexpr std::uint32_t plugin_abi = 1;
+
+struct plugin_table {
+  std::uint32_t abi;
+  std::unique_ptr<pool_supervisor> (*make_pool_supervisor)(pool_control& pool, restart_intensity intensity);
+  void (*serve_manager)(const detail::manager::ServerConfig& config,
+                        const std::function<void(const std::string&)>& ready);
+};
+
+} // namespace multiproc::actors
+
+// The plugin's entry, looked up by this name with dlsym. Never null.
+#define MULTIPROC_ACTORS_PLUGIN_ENTRY "multiproc_actors_plugin"
+extern "C" const multiproc::actors::plugin_table* multiproc_actors_plugin();
