@@ -81,14 +81,26 @@ void advance(iovec*& iov, int& iovcnt, std::size_t n) {
   }
 }
 
-// writev that survives partial writes and EINTR; sockets get MSG_NOSIGNAL through sendmsg.
-void write_all(int fd, iovec* iov, int iovcnt) {
-  while (iovcnt > 0) {
+// One send of the buffers: send() for one (it skips sendmsg's copy of the iovec array from user
+// space), MSG_NOSIGNAL either way; writev for an fd that is not a socket.
+ssize_t send_once(int fd, iovec* iov, int iovcnt) {
+  ssize_t n;
+  if (iovcnt == 1) {
+    n = ::send(fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
+  } else {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0 && errno == ENOTSOCK) n = ::writev(fd, iov, iovcnt);
+    n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  }
+  if (n < 0 && errno == ENOTSOCK) n = ::writev(fd, iov, iovcnt);
+  return n;
+}
+
+// Writes all of the buffers, through partial writes and EINTR.
+void write_all(int fd, iovec* iov, int iovcnt) {
+  while (iovcnt > 0) {
+    ssize_t n = send_once(fd, iov, iovcnt);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_os("write to connection failed", errno);
