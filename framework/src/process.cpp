@@ -99,7 +99,7 @@ bool wait_for_exit(ProcessState& s, Deadline deadline) {
     if (s.exitcode) return true;
     fd = s.pidfd;
   }
-  if (!wait_readable(fd, deadline)) return false;
+  if (!block_until_readable(fd, deadline)) return false;
   std::lock_guard lock(s.m);
   return s.reap(true);
 }

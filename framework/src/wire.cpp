@@ -193,13 +193,17 @@ void set_spin_duration(std::chrono::microseconds us) noexcept {
 }
 
 bool wait_readable(int fd, Deadline deadline) {
-  if (spin_until(deadline, [fd] { return poll_readable(fd, 0); })) return true;
+  return spin_until(deadline, [fd] { return poll_readable(fd, 0); }) || block_until_readable(fd, deadline);
+}
+
+bool block_until_readable(int fd, Deadline deadline) {
   for (;;) {
     int timeout_ms = -1;
     if (deadline) {
+      // Round up so that we never wake a hair early and report a timeout that has not passed; a
+      // deadline that has passed still gets one look.
       auto left = *deadline - Clock::now();
-      if (left <= Clock::duration::zero()) return false;
-      // Round up so that we never wake a hair early and report a timeout that has not passed.
+      if (left < Clock::duration::zero()) left = Clock::duration::zero();
       timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
     }
     if (poll_readable(fd, timeout_ms)) return true;

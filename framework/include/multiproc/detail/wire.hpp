@@ -34,6 +34,9 @@ void set_spin_duration(std::chrono::microseconds) noexcept;
 
 // Waits until fd is readable (data or EOF). false on deadline. Spins first, then blocks.
 bool wait_readable(int fd, Deadline deadline);
+// The same without the spin, for waits that outlast any spin (a process's end: a spinning parent
+// only takes CPU from the child it waits for).
+bool block_until_readable(int fd, Deadline deadline);
 
 // Writes one frame. BrokenPipeError when the peer is gone, OSError on other failures.
 void write_frame(int fd, std::string_view payload);
