@@ -1,4 +1,5 @@
-// libmultiproc_actors, the CAF-based half of the library (actors/plugin.hpp), loaded on first use.
+// libmultiproc_actors, the CAF-based half of the library (actors/plugin.hpp), loaded on first use
+// (lazy_library.hpp).
 #pragma once
 
 #include "actors/plugin.hpp"
