@@ -374,6 +374,24 @@ TEST_CASE("connection: a recv takes one message and leaves the next readable on 
   CHECK(b.recv<int>() == 2);
 }
 
+TEST_CASE("connection: Connections over pipe(2) fds carry messages, maxlength and EOF as over sockets",
+          "[connection]") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  mp::Connection r(fds[0], true, false);
+  mp::Connection w(fds[1], false, true);
+  w.send(42);
+  w.send_bytes(std::string(100, 'x'));
+  w.send_bytes("abc");
+  CHECK(r.recv<int>() == 42);
+  CHECK_THROWS_AS(r.recv_bytes(10), mp::ValueError);
+  std::array<std::byte, 8> buf{};
+  CHECK(r.recv_bytes_into(buf, 2) == 3);
+  CHECK(buf[2] == std::byte{'a'});
+  w.close();
+  CHECK_THROWS_AS(r.recv(), mp::EOFError);
+}
+
 TEST_CASE("connection: recv throws EOFError once the peer closed and everything sent was read", "[connection]") {
   auto [a, b] = mp::Pipe();
   a.send(1);
