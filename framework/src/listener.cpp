@@ -2,10 +2,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -22,7 +18,7 @@
 #include <string_view>
 #include <utility>
 
-#include "lazy_library.hpp"
+#include "crypto.hpp"
 #include "log.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
@@ -194,48 +190,8 @@ constexpr std::size_t md5_digest_length = 16;       // a <= 3.11 response
 constexpr std::size_t max_digest_name = 8;          // "sha3_256"
 constexpr std::size_t max_handshake_message = 256;  // CPython's recv_bytes(256)
 
-#define MULTIPROC_STRINGIFY_VALUE(x) #x
-#define MULTIPROC_STRINGIFY(x) MULTIPROC_STRINGIFY_VALUE(x)
-
-// The parts of OpenSSL's libcrypto the handshake uses. Loaded on the first handshake rather than
-// linked (lazy_library.hpp): libcrypto's relocated data alone is ~100 pages that every fork of
-// every program would copy the page tables of.
-struct Crypto {
-  decltype(&::EVP_md5) md5;
-  decltype(&::EVP_sha256) sha256;
-  decltype(&::EVP_sha384) sha384;
-  decltype(&::EVP_sha3_256) sha3_256;
-  decltype(&::EVP_sha3_384) sha3_384;
-  decltype(&::HMAC) hmac;
-  decltype(&::CRYPTO_memcmp) memcmp;
-  decltype(&::RAND_bytes) rand_bytes;
-};
-
-Crypto load_crypto() {
-  const std::string path = "libcrypto.so." MULTIPROC_STRINGIFY(OPENSSL_SHLIB_VERSION);
-  void* lib = detail::open_library(path, "the authkey handshake");
-  Crypto c;
-  auto bind = [&]<class Function>(Function*& slot, const char* name) {
-    slot = detail::library_function<Function>(lib, path, name);
-  };
-  bind(c.md5, "EVP_md5");
-  bind(c.sha256, "EVP_sha256");
-  bind(c.sha384, "EVP_sha384");
-  bind(c.sha3_256, "EVP_sha3_256");
-  bind(c.sha3_384, "EVP_sha3_384");
-  bind(c.hmac, "HMAC");
-  bind(c.memcmp, "CRYPTO_memcmp");
-  bind(c.rand_bytes, "RAND_bytes");
-  return c;
-}
-
-const Crypto& crypto() {
-  static const Crypto loaded = load_crypto();
-  return loaded;
-}
-
 const EVP_MD* digest_by_name(std::string_view name) {
-  const auto& c = crypto();
+  const auto& c = detail::crypto();
   if (name == "md5") return c.md5();
   if (name == "sha256") return c.sha256();
   if (name == "sha384") return c.sha384();
@@ -252,7 +208,7 @@ std::optional<std::string> hmac(std::string_view digest, std::string_view key, s
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   static const char no_key = 0;  // OpenSSL reads a null key as "reuse the previous one"
-  if (!crypto().hmac(md, key.empty() ? &no_key : key.data(), static_cast<int>(key.size()),
+  if (!detail::crypto().hmac(md, key.empty() ? &no_key : key.data(), static_cast<int>(key.size()),
             reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
     return std::nullopt;
   return std::string(reinterpret_cast<const char*>(out), len);
@@ -298,7 +254,7 @@ void verify_challenge(std::string_view authkey, std::string_view message, std::s
   if (expected->size() != mac.size())
     throw AuthenticationError("expected " + name + " of length " + std::to_string(expected->size()) + " got " +
                               std::to_string(mac.size()));
-  if (crypto().memcmp(expected->data(), mac.data(), mac.size()) != 0)
+  if (detail::crypto().memcmp(expected->data(), mac.data(), mac.size()) != 0)
     throw AuthenticationError("digest received was wrong");
 }
 
@@ -364,7 +320,7 @@ private:
 
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
-  if (crypto().rand_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
+  if (detail::crypto().rand_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
     throw Error("RAND_bytes failed: no randomness for the authentication challenge");
   return out;
 }

@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "actors_plugin.hpp"
+#include "crypto.hpp"
 #include "launch.hpp"
 #include "log.hpp"
 #include "multiproc/errors.hpp"
@@ -212,8 +213,10 @@ void BaseManager::start() {
   if (!state_) throw ValueError("this manager was moved from");
   if (state_->server) throw ProcessError("the manager's server was already started");
   state_->owner = ::getpid();
-  // Loaded here, not in the server: a forked child must not dlopen (actors_plugin.hpp).
+  // Loaded here, not in the server: a forked child must not dlopen (lazy_library.hpp). The server
+  // runs in the plugin and authenticates every client with libcrypto.
   const auto& plugin = detail::actors_plugin();
+  detail::crypto();
   // report: the child's "ok <address>" or "error <message>". lifeline: the server watches it
   // instead of dying by PDEATHSIG, so that when we die it still removes its socket and our
   // private directory before it exits.
