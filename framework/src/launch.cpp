@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <stdio_ext.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,8 +14,10 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <streambuf>
 
 #include "multiproc/detail/codec.hpp"
 #include "multiproc/errors.hpp"
@@ -26,17 +29,16 @@ namespace {
 
 struct Self {
   ChildIdentity who{"MainProcess", false, {}};
-  pid_t pid = ::getpid();
   int child_counter = 0;
   std::optional<ProcessInfo> parent;
 };
 
 struct Registry {
   std::mutex m;
-  Self self;
+  std::unique_ptr<Self> self = std::make_unique<Self>();
   std::set<int> internal_fds;
-  std::vector<std::function<void()>> fork_hooks;
-  std::multimap<int, std::function<void()>> exit_hooks;
+  std::vector<void (*)()> fork_hooks;
+  std::multimap<int, void (*)()> exit_hooks;
   bool atexit_registered = false;
   bool exit_hooks_ran = false;
 };
@@ -70,12 +72,13 @@ void close_internal_fds_except(const std::vector<int>& keep) {
 // and static destructor inherited from the parent, and ends the child as SystemExit{n} would.
 void exit_from_child(int status, void*) { finish_child(status); }
 
-void adopt_identity(const ChildIdentity& who, const ProcessInfo& parent) {
+// The child's Self is built by the parent before the fork (child_self): the child only swaps the
+// pointers, so that it allocates and copies nothing. Every page a child writes costs it a fault
+// and a copy, every page of code it runs first a fault: malloc alone writes the arena and the
+// heap and runs code from three libraries (bench/RESULTS.md, process_start_join).
+void adopt_identity(std::unique_ptr<Self>& child_self) {
   auto& r = reg();
-  r.self.who = who;
-  r.self.pid = ::getpid();
-  r.self.child_counter = 0;
-  r.self.parent = parent;
+  r.self.swap(child_self);
   r.exit_hooks_ran = false;
 }
 
@@ -83,21 +86,21 @@ void adopt_identity(const ChildIdentity& who, const ProcessInfo& parent) {
 // parent process ends). Whatever ended before prctl took effect is checked by hand, so that the
 // child dies the same way however the race went.
 void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Through syscall(), whose page of code tgkill below needs anyway: one page fault less.
+  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent_pid || ::syscall(SYS_tgkill, parent_pid, forker_tid, 0) != 0) ::raise(SIGKILL);
 }
 
 // The child's whole life: it never returns into the caller's stack.
-[[noreturn]] void child_main(const ChildIdentity& who, pid_t parent_pid, pid_t forker_tid,
-                             const ProcessInfo& parent, const std::function<int()>& body,
-                             const std::vector<int>& keep_fds) noexcept {
+[[noreturn]] void child_main(std::unique_ptr<Self>& child_self, pid_t parent_pid, pid_t forker_tid,
+                             const std::function<int()>& body, const std::vector<int>& keep_fds) noexcept {
   die_with_forking_thread(parent_pid, forker_tid);
-  adopt_identity(who, parent);
+  adopt_identity(child_self);
   ::on_exit(exit_from_child, nullptr);
   close_internal_fds_except(keep_fds);
   int code = 0;
   int failed = run_guarded([&] {
-    for (auto& hook : reg().fork_hooks) hook();
+    for (auto hook : reg().fork_hooks) hook();
     code = body();
   });
   finish_child(failed ? failed : code);
@@ -105,14 +108,41 @@ void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept {
 
 } // namespace
 
+namespace {
+
+// A C++ standard stream holds output in its stream buffer's put area: none while it is synced
+// with stdio (the default: each write goes straight on to stdout's FILE), a filebuf's after
+// sync_with_stdio(false). Reading the put area writes nothing, where flush() would lock, touch
+// the stream and the FILE, and run code from pages the child has not touched yet: each of those
+// pages is one more page fault per child (bench/RESULTS.md, process_start_join).
+template <class Char>
+struct PutArea : std::basic_streambuf<Char> {
+  static bool pending(const std::basic_ostream<Char>& stream) {
+    const std::basic_streambuf<Char>* buf = stream.rdbuf();
+    return buf != nullptr && (buf->*&PutArea::pptr)() != (buf->*&PutArea::pbase)();
+  }
+};
+
+template <class Char>
+void flush_if_pending(std::basic_ostream<Char>& stream) {
+  if (PutArea<Char>::pending(stream)) stream.flush();
+}
+
+void flush_if_pending(std::FILE* file) {
+  if (::__fpending(file) > 0) std::fflush(file);
+}
+
+} // namespace
+
 void flush_std_streams() {
-  std::cout.flush();
-  std::cerr.flush();
-  std::clog.flush();
-  std::wcout.flush();
-  std::wcerr.flush();
-  std::wclog.flush();
-  std::fflush(nullptr);
+  flush_if_pending(std::cout);
+  flush_if_pending(std::cerr);
+  flush_if_pending(std::clog);
+  flush_if_pending(std::wcout);
+  flush_if_pending(std::wcerr);
+  flush_if_pending(std::wclog);
+  flush_if_pending(stdout);
+  flush_if_pending(stderr);
 }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
@@ -144,11 +174,11 @@ int run_guarded(const std::function<void()>& body) {
     return e.code;
   } catch (const std::exception& e) {
     flush_std_streams();
-    std::cerr << "Process " << reg().self.who.name << ":\n"
+    std::cerr << "Process " << reg().self->who.name << ":\n"
               << demangle(typeid(e).name()) << ": " << e.what() << std::endl;
   } catch (...) {
     flush_std_streams();
-    std::cerr << "Process " << reg().self.who.name << ":\nan exception of unknown type" << std::endl;
+    std::cerr << "Process " << reg().self->who.name << ":\nan exception of unknown type" << std::endl;
   }
   return 1;
 }
@@ -158,17 +188,17 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
   auto& r = reg();
   pid_t parent_pid = ::getpid();
   pid_t forker_tid = ::gettid();
-  ProcessInfo me;
+  auto child_self = std::make_unique<Self>(Self{who, 0, {}});
   pid_t pid;
   {
     // Held across fork so that no other thread leaves the registry locked (or half-updated) in
     // the child; the child's copy is unlocked when this guard goes out of scope there.
     std::lock_guard lock(r.m);
-    me = {r.self.who.name, parent_pid, r.self.who.daemon};
+    child_self->parent = ProcessInfo{r.self->who.name, parent_pid, r.self->who.daemon};
     pid = ::fork();
   }
   if (pid < 0) throw OSError(std::string("fork failed: ") + std::strerror(errno), errno);
-  if (pid == 0) child_main(who, parent_pid, forker_tid, me, body, keep_fds);
+  if (pid == 0) child_main(child_self, parent_pid, forker_tid, body, keep_fds);
   int fd = pidfd_open(pid);
   if (fd < 0) {
     int err = errno;
@@ -194,50 +224,54 @@ void unregister_internal_fd(int fd) {
   reg().internal_fds.erase(fd);
 }
 
-void on_fork_child(std::function<void()> hook) {
+void on_fork_child(void (*hook)()) {
   std::lock_guard lock(reg().m);
-  reg().fork_hooks.push_back(std::move(hook));
+  reg().fork_hooks.push_back(hook);
 }
 
-void at_process_exit(std::function<void()> hook, int priority) {
+void at_process_exit(void (*hook)(), int priority) {
   std::lock_guard lock(reg().m);
   auto& r = reg();
-  r.exit_hooks.emplace(priority, std::move(hook));
-  if (!r.atexit_registered && r.self.who.identity.empty()) {
+  r.exit_hooks.emplace(priority, hook);
+  if (!r.atexit_registered && r.self->who.identity.empty()) {
     std::atexit(main_atexit);
     r.atexit_registered = true;
   }
 }
 
 void run_process_exit_hooks() {
-  std::vector<std::function<void()>> hooks;
-  {
-    std::lock_guard lock(reg().m);
-    if (reg().exit_hooks_ran) return;
-    reg().exit_hooks_ran = true;
-    for (auto& [prio, h] : reg().exit_hooks) hooks.push_back(h);
+  auto& r = reg();
+  std::unique_lock lock(r.m);
+  if (r.exit_hooks_ran) return;
+  r.exit_hooks_ran = true;
+  // Hooks run unlocked (they may register more, which run in their turn). Hooks are never
+  // removed and multimap nodes never move, so the iterator stays valid meanwhile.
+  for (auto it = r.exit_hooks.begin(); it != r.exit_hooks.end(); ++it) {
+    auto hook = it->second;
+    lock.unlock();
+    hook();
+    lock.lock();
   }
-  for (auto& h : hooks) h();
 }
 
 std::vector<int> next_child_identity() {
   std::lock_guard lock(reg().m);
-  auto id = reg().self.who.identity;
-  id.push_back(++reg().self.child_counter);
+  auto id = reg().self->who.identity;
+  id.push_back(++reg().self->child_counter);
   return id;
 }
 
 ProcessInfo self_info() {
   std::lock_guard lock(reg().m);
-  return {reg().self.who.name, ::getpid(), reg().self.who.daemon};
+  return {reg().self->who.name, ::getpid(), reg().self->who.daemon};
 }
 std::optional<ProcessInfo> parent_info() {
   std::lock_guard lock(reg().m);
-  return reg().self.parent;
+  return reg().self->parent;
 }
 void set_self_name(std::string name) {
   std::lock_guard lock(reg().m);
-  reg().self.who.name = std::move(name);
+  reg().self->who.name = std::move(name);
 }
 
 } // namespace multiproc::detail

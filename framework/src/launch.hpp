@@ -45,9 +45,9 @@ void unregister_internal_fd(int fd);
 
 // Hooks run in a freshly forked child before its body (reset per-process state), and when a
 // child or the main process ends normally (flush queues). Thread-safe; run in registration order.
-void on_fork_child(std::function<void()> hook);
+void on_fork_child(void (*hook)());
 // Exit hooks run lowest priority first: queues flush (0) before children are joined (10).
-void at_process_exit(std::function<void()> hook, int priority = 0);
+void at_process_exit(void (*hook)(), int priority = 0);
 void run_process_exit_hooks();
 
 // This process's next child identity (Python's _identity + (counter,)).
@@ -60,7 +60,8 @@ std::optional<int> try_reap(int pidfd, bool block);
 ProcessInfo self_info();
 std::optional<ProcessInfo> parent_info();
 void set_self_name(std::string name);
-// Flushes C and C++ standard streams (before fork, and before a child exits).
+// Flushes the C and C++ standard streams that hold output (before fork, and before a child
+// exits), as Python flushes sys.stdout and sys.stderr; other FILEs are the program's to flush.
 void flush_std_streams();
 
 } // namespace multiproc::detail

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <new>
 
 #include "launch.hpp"
 #include "log.hpp"
@@ -69,15 +70,15 @@ struct Children {
   std::vector<std::shared_ptr<ProcessState>> live;
 };
 
-Children*& children_slot() {
+Children& children() {
   static auto* c = new Children;  // never destroyed: used from atexit
-  return c;
+  return *c;
 }
-Children& children() { return *children_slot(); }
 
 // The inherited registry lists the parent's children, and another parent thread may have held
-// its mutex at fork time: a child abandons it (without destroying it) for a fresh one.
-void forget_children_in_child() { children_slot() = new Children; }
+// its mutex at fork time: a child abandons its contents (without destroying them) and starts a
+// fresh registry in the same place, which allocates nothing (launch.cpp, adopt_identity).
+void forget_children_in_child() { new (&children()) Children; }
 
 // Reaps every child that ended; the ones still running.
 std::vector<std::shared_ptr<ProcessState>> reap_finished() {
