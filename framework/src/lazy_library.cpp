@@ -32,4 +32,10 @@ std::string library_directory() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+void check_plugin_abi(const std::string& path, std::uint32_t found, std::uint32_t expected) {
+  if (found != expected)
+    throw ImportError(path + " comes from another build of multiproc (plugin ABI " + std::to_string(found) +
+                      ", expected " + std::to_string(expected) + ")");
+}
+
 } // namespace multiproc::detail

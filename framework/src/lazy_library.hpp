@@ -7,6 +7,7 @@
 // the dynamic loader at the fork).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -26,5 +27,19 @@ Function* library_function(void* library, const std::string& path, const char* n
 
 // The directory libmultiproc was loaded from: its plugins are installed next to it.
 std::string library_directory();
+
+// ImportError unless a plugin's table has the layout this build expects.
+void check_plugin_abi(const std::string& path, std::uint32_t found, std::uint32_t expected);
+
+// Loads one of multiproc's plugins (file_name, next to libmultiproc) and returns the table its
+// extern "C" entry returns; the table's first member is its abi.
+template <class Table>
+const Table& load_plugin(const char* file_name, const char* entry, std::uint32_t abi, std::string_view needed_for) {
+  const std::string path = library_directory() + "/" + file_name;
+  void* plugin = open_library(path, needed_for);
+  const Table* table = library_function<const Table*()>(plugin, path, entry)();
+  check_plugin_abi(path, table->abi, abi);
+  return *table;
+}
 
 } // namespace multiproc::detail

@@ -2,7 +2,11 @@
 // off (the default) a call costs one relaxed atomic load and formats nothing.
 #pragma once
 
+// fmt is compiled into the libraries (header-only) and kept out of their exported symbols: the log
+// plugin's spdlog brings libfmt.so along, which must not meet a second, exported copy.
+#pragma GCC visibility push(hidden)
 #include <fmt/format.h>
+#pragma GCC visibility pop
 
 #include <atomic>
 #include <string_view>

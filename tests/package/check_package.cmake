@@ -56,6 +56,7 @@ foreach(file IN ITEMS
     ${INSTALL_INCLUDEDIR}/multiproc/detail/codec.hpp
     ${INSTALL_LIBDIR}/libmultiproc.so
     ${INSTALL_LIBDIR}/libmultiproc_actors.so
+    ${INSTALL_LIBDIR}/libmultiproc_log.so
     ${config_dir}/multiprocConfig.cmake
     ${config_dir}/multiprocConfigVersion.cmake
     ${config_dir}/multiprocTargets.cmake

@@ -1,7 +1,7 @@
 // The smallest useful multiproc program, built by a project outside multiproc: a child process
-// sends one message back through a Pipe, and a Pool (whose supervisor lives in the actor plugin,
-// libmultiproc_actors, loaded from next to libmultiproc) squares a few numbers. Exits 0 when the
-// message, the child's exit code and the squares are right.
+// sends one message back through a Pipe, and a Pool squares a few numbers, with the log on. The
+// Pool and the log live in plugins (libmultiproc_actors, libmultiproc_log) that libmultiproc loads
+// from its own directory. Exits 0 when the message, the child's exit code and the squares are right.
 #include <multiproc/multiproc.hpp>
 
 #include <chrono>
@@ -45,6 +45,7 @@ bool pool_works() {
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);
+  mp::log_to_stderr().log(mp::LogLevel::warning, "the log plugin is loaded");
   const bool pipe_ok = pipe_from_child_works();
   const bool pool_ok = pool_works();
   return pipe_ok && pool_ok ? 0 : 1;

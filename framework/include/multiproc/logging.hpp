@@ -55,7 +55,8 @@ private:
 // The library's logger, without a handler unless log_to_stderr() was called.
 Logger& get_logger();
 // Sends the library's log to stderr (once, however often it is called) and, given a level, sets
-// it. Returns the logger, as Python does.
+// it. Returns the logger, as Python does. The first call loads libmultiproc_log, installed next to
+// libmultiproc: ImportError if it cannot (call it before forking children that should log).
 Logger& log_to_stderr(std::optional<LogLevel> level = {});
 
 } // namespace multiproc
