@@ -312,8 +312,6 @@ std::string read_payload(int fd, std::size_t n) {
   return out;
 }
 
-std::string read_frame(int fd) { return read_payload(fd, read_frame_header(fd)); }
-
 PendingFrame wait_frame(int fd) {
   char h[max_header];
   std::size_t seen = 0;

@@ -66,9 +66,6 @@ void read_exact(int fd, char* out, std::size_t n);
 std::string read_payload(int fd, std::size_t n);
 // Reads and drops n bytes (the rest of a frame the caller refused).
 void discard_exact(int fd, std::size_t n);
-// Reads one whole frame (header and payload).
-std::string read_frame(int fd);
-
 // A frame whose length is known but whose bytes are not taken yet: its header may still sit in
 // the socket, only peeked at. Taking header and payload in one read takes exactly this frame,
 // so bytes behind it stay in the socket for whoever reads next: another process sharing the
