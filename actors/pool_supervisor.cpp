@@ -16,11 +16,13 @@ namespace {
 
 using watch_atom = caf::atom_constant<caf::atom("mp_watch")>;
 using stop_atom = caf::atom_constant<caf::atom("mp_stop")>;
+using quit_atom = caf::atom_constant<caf::atom("mp_quit")>;
 
 struct supervisor_state {
   pool_control* pool = nullptr;
   std::optional<restart_intensity> intensity;
   std::unordered_map<std::int64_t, std::size_t> slots;  // pidfd scribe -> worker slot
+  bool stopping = false;  // stop_atom came: settle exits, start no replacements
 };
 using supervisor_actor = caf::stateful_actor<supervisor_state, caf::io::broker>;
 
@@ -54,6 +56,7 @@ void on_worker_end(supervisor_actor* self, std::int64_t handle_id) {
     st.pool->break_pool("pool workers crashed more than max_restarts times within restart_window");
     return;
   }
+  if (st.stopping) return;
   detail::log(LogLevel::info, "replacing pool worker {}: it {}", slot,
               crashed ? "crashed" : "retired after maxtasksperchild tasks");
   restart(self, slot);
@@ -67,10 +70,15 @@ caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_inte
       [=](const caf::io::connection_closed_msg& msg) { on_worker_end(self, msg.handle.id()); },
       [=](const caf::io::new_data_msg&) {},  // a pidfd carries no data
       [=](stop_atom) {
-        // Closing the scribes first frees them; a broker killed with live scribes leaks them.
-        self->close_all();
-        self->quit();
+        // Quitting closes the scribes. CAF 0.17.6 puts a scribe into its multiplexer's loop
+        // only at the end of the round that adopted it, and a close in that same round cancels
+        // the pending add: the scribe never leaves the loop, and keeps itself and its pidfd
+        // alive for good (a pool stopped right after it started lost one per worker). A
+        // function posted to the multiplexer runs after this round's adds: quit from there.
+        self->state.stopping = true;
+        self->backend().post([me = caf::actor_cast<caf::actor>(self)] { caf::anon_send(me, quit_atom::value); });
       },
+      [=](quit_atom) { self->quit(); },
   };
 }
 

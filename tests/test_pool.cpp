@@ -361,6 +361,13 @@ TEST_CASE("pool: misuse throws ValueError", "[pool]") {
   }
 }
 
+TEST_CASE("pool: pools destroyed right after they start leave no descriptor behind", "[pool]") {
+  { mp::Pool warm_up(1); }  // loads the actor plugin, which stays
+  auto fds = open_fd_count();
+  for (int round = 0; round < 10; ++round) mp::Pool pool(2);  // the supervisor stops as it starts
+  CHECK(open_fd_count() == fds);
+}
+
 TEST_CASE("pool: three pools in a row leave no process or descriptor behind", "[pool]") {
   { mp::Pool warm_up(1); }  // the process's actor system stays; its descriptors are not the pool's
   auto fds = open_fd_count();
