@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -107,6 +108,35 @@ void feed_reader(mp::Connection w) {
 void wait_for_go(mp::Connection conn) { conn.recv(); }
 
 void echo_once(mp::Connection conn) { conn.send_bytes(conn.recv_bytes()); }
+
+// How many times pid has blocked (its voluntary context switches).
+long times_blocked(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  const std::string key = "voluntary_ctxt_switches:";
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(key, 0) == 0) return std::stol(line.substr(key.size()));
+  throw mp::Error("no voluntary_ctxt_switches for pid " + std::to_string(pid));
+}
+
+// Waits until pid has blocked more than `since` times; throws after patience.
+void wait_until_blocked_again(pid_t pid, long since) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (times_blocked(pid) <= since) {
+    if (std::chrono::steady_clock::now() > deadline) throw mp::Error("the reader never blocked");
+    std::this_thread::yield();
+  }
+}
+
+// Writes the frame "partly" in two pieces, each once the reading process has blocked waiting
+// for it: first for the header (it learns how often it had blocked before it started to read
+// through `ctl`), then for the rest of the payload.
+void send_in_pieces_to_a_blocked_reader(mp::Connection out, mp::Connection ctl, pid_t reader) {
+  wait_until_blocked_again(reader, ctl.recv<long>());
+  long blocked = times_blocked(reader);
+  write_raw(out.fileno(), be32(6) + "par");
+  wait_until_blocked_again(reader, blocked);
+  write_raw(out.fileno(), "tly");
+}
 
 void echo_forever(mp::Connection conn) {
   for (;;) conn.send(conn.recv());
@@ -575,6 +605,21 @@ TEST_CASE("connection: processes sharing one reader under a Lock each take whole
   }
   CHECK(intact == messages);
   for (auto& p : procs) join_or_kill(p);
+}
+
+TEST_CASE("connection: a reader whose socket was made O_NONBLOCK still waits for whole messages",
+          "[connection]") {
+  auto [a, b] = mp::Pipe();
+  auto [ctl_r, ctl_w] = mp::Pipe(false);
+  REQUIRE(::fcntl(b.fileno(), F_SETFL, ::fcntl(b.fileno(), F_GETFL) | O_NONBLOCK) == 0);
+  mp::Process sender(send_in_pieces_to_a_blocked_reader, a, ctl_r, ::getpid());
+  sender.start();
+  a.close();
+  ctl_w.send(times_blocked(::getpid()));
+  CHECK(b.recv_bytes() == "partly");
+  join_or_kill(sender);
+  CHECK(sender.exitcode() == 0);
+  CHECK_THROWS_AS(b.recv_bytes(), mp::EOFError);
 }
 
 TEST_CASE("connection: a 50 MiB message crosses a Pipe between processes both ways", "[connection]") {

@@ -118,6 +118,11 @@ std::size_t read_all(int fd, iovec* iov, int iovcnt) {
     ssize_t r = ::readv(fd, iov, iovcnt);
     if (r < 0) {
       if (errno == EINTR) continue;
+      // The rest of a frame that is still on its way, on an fd someone made O_NONBLOCK.
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        block_until_readable(fd, std::nullopt);
+        continue;
+      }
       if (errno == ECONNRESET) return got;
       throw_os("read from connection failed", errno);
     }
@@ -152,10 +157,10 @@ bool spin_until(Deadline deadline, Ready ready) {
 // What a peek at the socket found.
 enum class peeked { bytes, nothing_yet, not_a_socket };
 
-// recv(MSG_PEEK) of up to a long header into h: the bytes there are in *seen (0: EOF).
-peeked peek_header(int fd, char* h, int flags, std::size_t* seen) {
+// A non-blocking recv(MSG_PEEK) of up to a long header into h: the bytes there are in *seen (0: EOF).
+peeked peek_header(int fd, char* h, std::size_t* seen) {
   for (;;) {
-    ssize_t r = ::recv(fd, h, max_header, MSG_PEEK | flags);
+    ssize_t r = ::recv(fd, h, max_header, MSG_PEEK | MSG_DONTWAIT);
     if (r >= 0) {
       *seen = static_cast<std::size_t>(r);
       return peeked::bytes;
@@ -316,8 +321,12 @@ PendingFrame wait_frame(int fd) {
   char h[max_header];
   std::size_t seen = 0;
   peeked got = peeked::nothing_yet;
-  spin_until(std::nullopt, [&] { return (got = peek_header(fd, h, MSG_DONTWAIT, &seen)) != peeked::nothing_yet; });
-  if (got == peeked::nothing_yet) got = peek_header(fd, h, 0, &seen);  // blocks
+  spin_until(std::nullopt, [&] { return (got = peek_header(fd, h, &seen)) != peeked::nothing_yet; });
+  // Blocks in poll(): a blocking recv() would not block on a socket someone made O_NONBLOCK.
+  while (got == peeked::nothing_yet) {
+    block_until_readable(fd, std::nullopt);
+    got = peek_header(fd, h, &seen);
+  }
   if (got == peeked::not_a_socket) {
     wait_readable(fd, std::nullopt);
     return {0, read_frame_header(fd)};
