@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -386,4 +387,36 @@ TEST_CASE("pool: three pools in a row leave no process or descriptor behind", "[
   }  // the destructor terminates
   CHECK(children_of_this_process().size() == children);
   CHECK(open_fd_count() == fds);
+}
+
+namespace {
+
+// The file libmultiproc was loaded from, as the dynamic loader found it.
+std::filesystem::path loaded_libmultiproc() {
+  Dl_info info{};
+  REQUIRE(::dladdr(reinterpret_cast<const void*>(&mp::cpu_count), &info) != 0);
+  return info.dli_fname;
+}
+
+} // namespace
+
+TEST_CASE("pool: without the actor plugin next to libmultiproc, Pool raises ImportError naming the path", "[pool]") {
+  // A directory with a copy of libmultiproc and no plugin; the helper program loads that copy.
+  auto dir = std::filesystem::temp_directory_path() / ("multiproc-no-plugins-" + std::to_string(::getpid()));
+  std::filesystem::create_directory(dir);
+  auto lib = loaded_libmultiproc();
+  std::filesystem::copy_file(lib, dir / lib.filename());
+  std::string command =
+      "LD_LIBRARY_PATH=" + dir.string() + " timeout 60 " MULTIPROC_TEST_PROGRAMS_DIR "/missing_plugins_helper";
+  FILE* out = ::popen(command.c_str(), "r");
+  std::string output;
+  char buf[512];
+  while (out && std::fgets(buf, sizeof buf, out)) output += buf;
+  int status = out ? ::pclose(out) : -1;
+  std::filesystem::remove_all(dir);
+  INFO(output);
+  CHECK(output.find("pool: ImportError: cannot load " + (dir / "libmultiproc_actors.so").string()) != std::string::npos);
+  CHECK(output.find("log: ImportError: cannot load " + (dir / "libmultiproc_log.so").string()) != std::string::npos);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
