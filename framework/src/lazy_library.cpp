@@ -27,7 +27,7 @@ std::string library_directory() {
     throw ImportError("the directory libmultiproc was loaded from is unknown");
   std::string path = info.dli_fname;
   // A name found through a relative LD_LIBRARY_PATH entry is relative to the working directory.
-  if (char resolved[PATH_MAX]; path.front() != '/' && ::realpath(path.c_str(), resolved)) path = resolved;
+  if (char resolved[PATH_MAX]; !path.starts_with('/') && ::realpath(path.c_str(), resolved)) path = resolved;
   auto slash = path.rfind('/');
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
