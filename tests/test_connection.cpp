@@ -787,6 +787,17 @@ TEST_CASE("listener: a silent client makes accept fail with AuthenticationError 
   CHECK(std::chrono::steady_clock::now() - t0 < 10s);
 }
 
+TEST_CASE("listener: a client that stops inside its answer makes accept fail after the timeout",
+          "[connection]") {
+  HandshakeTimeout quick(200ms);
+  mp::connection::Listener l(unique_socket_path("stalled"), "key");
+  mp::connection::Client stalled(l.address());  // no key: it leaves the answer to us
+  write_raw(stalled.fileno(), be32(32) + "half");
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(l.accept(), mp::AuthenticationError);
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+}
+
 TEST_CASE("listener: a client that hangs up mid-handshake is an AuthenticationError", "[connection]") {
   mp::connection::Listener l(unique_socket_path("hangup"), "key");
   {

@@ -1,5 +1,6 @@
 #include "multiproc/detail/wire.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -109,6 +110,11 @@ void write_all(int fd, iovec* iov, int iovcnt) {
   }
 }
 
+bool is_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_NONBLOCK) != 0;
+}
+
 // Reads until the buffers are full or the peer closes (EINTR retried, ECONNRESET taken as a
 // close); how many bytes arrived. iov is consumed.
 std::size_t read_all(int fd, iovec* iov, int iovcnt) {
@@ -118,8 +124,9 @@ std::size_t read_all(int fd, iovec* iov, int iovcnt) {
     ssize_t r = ::readv(fd, iov, iovcnt);
     if (r < 0) {
       if (errno == EINTR) continue;
-      // The rest of a frame that is still on its way, on an fd someone made O_NONBLOCK.
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      // The rest of a frame still on its way, on an fd someone made O_NONBLOCK. On a blocking
+      // fd EAGAIN is an SO_RCVTIMEO timeout (the handshake's bound on a stalled peer): an error.
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && is_nonblocking(fd)) {
         block_until_readable(fd, std::nullopt);
         continue;
       }
