@@ -44,10 +44,8 @@ void raise_signal(int sig) {
 void pause_forever() {
   for (;;) ::pause();
 }
-// Catch2's SIGTERM handler is inherited through fork (as any handler is): restore the default
-// action, tell the parent, then wait to be terminated.
+// Tells the parent it is running, then waits to be terminated.
 void await_sigterm(mp::Connection ready) {
-  ::signal(SIGTERM, SIG_DFL);
   ready.send(true);
   pause_forever();
 }
