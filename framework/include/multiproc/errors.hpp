@@ -86,7 +86,8 @@ struct NotImplementedError : Error {
   using Error::Error;
 };
 // A part of the library that is loaded on first use could not be: Pool and Manager need
-// libmultiproc_actors, installed next to libmultiproc.
+// libmultiproc_actors and log_to_stderr libmultiproc_log (both installed next to libmultiproc),
+// an authkey handshake needs OpenSSL's libcrypto.
 struct ImportError : Error {
   using Error::Error;
 };
