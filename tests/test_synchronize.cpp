@@ -134,6 +134,53 @@ void notify_after_taking_lock(mp::Condition cond, mp::Value<int> state) {
   cond.notify();
 }
 
+// Says it is waiting (state 1) and waits for state 2, then answers with state 3.
+void wait_then_answer(mp::Condition cond, mp::Value<int> state) {
+  std::unique_lock lock(cond);
+  state.value() = 1;
+  if (!cond.wait_for([&] { return state.value() == 2; }, patience)) throw mp::SystemExit{3};
+  state.value() = 3;
+  cond.notify_all();
+}
+
+// Says it is waiting (state 1) and waits until the test kills it.
+void wait_until_killed(mp::Condition cond, mp::Value<int> state) {
+  std::unique_lock lock(cond);
+  state.value() = 1;
+  cond.wait(patience);
+  throw mp::SystemExit{3};
+}
+
+// Takes the condition's lock once `state` has `value`: a child that wrote it under the lock
+// before its wait() is then waiting (it gave the lock up inside wait()).
+std::unique_lock<mp::Condition> lock_once_state_is(mp::Condition& cond, const mp::Value<int>& state, int value) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  for (;;) {
+    std::unique_lock lock(cond);
+    if (state.value() == value) return lock;
+    lock.unlock();
+    if (std::chrono::steady_clock::now() > deadline) FAIL("state never became " << value);
+    std::this_thread::yield();
+  }
+}
+
+// Stops p with SIGSTOP and returns once the kernel reports it stopped.
+void stop_process(mp::Process& p) {
+  pid_t pid = *p.pid();
+  REQUIRE(::kill(pid, SIGSTOP) == 0);
+  auto path = "/proc/" + std::to_string(pid) + "/stat";
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  for (;;) {
+    std::ifstream stat(path);
+    std::string line;
+    std::getline(stat, line);
+    auto state_at = line.rfind(')') + 2;  // "pid (comm) S ..."
+    if (state_at < line.size() && line[state_at] == 'T') return;
+    if (std::chrono::steady_clock::now() > deadline) FAIL("process " << pid << " never stopped");
+    std::this_thread::yield();
+  }
+}
+
 void wait_for_event(mp::Event event) {
   if (!event.wait(patience)) throw mp::SystemExit{3};
 }
@@ -334,6 +381,54 @@ TEST_CASE("condition: notify wakes a waiter in another process, which answers", 
     state.value() = 1;
     cond.notify();
     CHECK(cond.wait_for([&] { return state.value() == 2; }, patience));
+  }
+  CHECK(team.join_all() == std::vector<int>{0});
+}
+
+// Issue 11.1 (repro_condition_lost_wakeup): the parent's own wait, started right after its
+// notify, took the signal meant for the child, which slept on. The child is held stopped so that
+// the parent's wait surely comes first.
+TEST_CASE("condition: a notify wakes the waiter that was waiting and never a wait that starts after it",
+          "[condition][ipc]") {
+  mp::Condition cond;
+  auto state = mp::RawValue<int>(0);
+  Team team;
+  auto& child = team.start(wait_then_answer, cond, state);
+  {
+    auto lock = lock_once_state_is(cond, state, 1);
+    stop_process(child);
+    state.value() = 2;
+    cond.notify();
+    CHECK_FALSE(cond.wait(20ms));
+    REQUIRE(::kill(*child.pid(), SIGCONT) == 0);
+    CHECK(cond.wait_for([&] { return state.value() == 3; }, patience));
+  }
+  CHECK(team.join_all() == std::vector<int>{0});
+}
+
+// Issue 11.2 (repro_condition_stale_wakeup): the dead waiter stayed counted, and the notify meant
+// for it woke the next, unrelated wait at once.
+TEST_CASE("condition: a waiter killed inside wait() leaves no wake-up for a later waiter",
+          "[condition][robust][ipc]") {
+  mp::Condition cond;
+  auto state = mp::RawValue<int>(0);
+  Team dead;
+  auto& victim = dead.start(wait_until_killed, cond, state);
+  {
+    auto lock = lock_once_state_is(cond, state, 1);
+    victim.kill();
+    join_or_kill(victim);
+    cond.notify(1);
+    CHECK_FALSE(cond.wait(50ms));
+    state.value() = 0;
+  }
+  Team team;
+  team.start(wait_then_answer, cond, state);
+  {
+    auto lock = lock_once_state_is(cond, state, 1);
+    state.value() = 2;
+    cond.notify(1);
+    CHECK(cond.wait_for([&] { return state.value() == 3; }, patience));
   }
   CHECK(team.join_all() == std::vector<int>{0});
 }

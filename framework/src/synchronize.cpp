@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 
 #include "multiproc/detail/shm.hpp"
 #include "multiproc/errors.hpp"
@@ -33,11 +34,60 @@ struct SemaphoreState {
   WaitChannel channel;
 };
 
-// Waiters and pending wake-ups share one 64-bit word (sleepers << 32 | signals), so notify can
-// turn sleepers into signals, and a timed-out waiter can leave or take a signal, atomically.
+// Python's Condition with glibc's two waiter groups, kept under the condition's lock: new waiters
+// join G2; a notify signals the waiters of G1 (the older group) and, once every G1 waiter is
+// signalled, makes G2 the new G1 and opens an empty G2. A signal can only be taken by a member of
+// the group it was given to, so a wait that starts after a notify never takes that notify from a
+// waiter that was already waiting, and a waiter that died inside wait() leaves at most its own
+// group's signal behind, which no later waiter can take. (Like CPython's, a notify may be spent on
+// a waiter that died: a dead process is not told apart from one about to take its signal.)
+// Each group sleeps on its own futex word, so a notify wakes only members of the group it signals.
 struct ConditionState {
-  std::atomic<std::uint64_t> tickets{0};
-  FutexWord seq{0};
+  std::uint32_t g2 = 0;                // generation number of G2; G1's is g2 - 1, older ones were all signalled
+  std::uint32_t g2_size = 0;           // waiters in G2
+  std::uint32_t g1_unsignalled = 0;    // waiters in G1 neither signalled nor gone
+  std::uint32_t g1_signals = 0;        // signals given to G1 and not taken yet
+  FutexWord wake[2];                   // generation g sleeps on wake[g % 2]
+
+  FutexWord& word_of(std::uint32_t generation) { return wake[generation % 2]; }
+
+  std::uint32_t join() {
+    ++g2_size;
+    return g2;
+  }
+  // Whether a waiter of `generation` was notified; if so its signal is taken.
+  bool take_signal(std::uint32_t generation) {
+    if (generation == g2) return false;
+    if (generation != g2 - 1) return true;
+    if (g1_signals == 0) return false;
+    --g1_signals;
+    return true;
+  }
+  // A waiter that timed out without a signal leaves its group.
+  void leave(std::uint32_t generation) {
+    if (generation == g2)
+      --g2_size;
+    else
+      --g1_unsignalled;
+  }
+  // Signals up to n waiters, G1's first, and wakes them.
+  void notify(std::uint32_t n) {
+    while (n > 0) {
+      if (g1_unsignalled == 0) {
+        if (g2_size == 0) return;
+        g1_unsignalled = std::exchange(g2_size, 0);
+        g1_signals = 0;
+        ++g2;
+      }
+      auto woken = std::min(n, g1_unsignalled);
+      g1_unsignalled -= woken;
+      g1_signals += woken;
+      n -= woken;
+      auto& word = word_of(g2 - 1);
+      word.fetch_add(1);
+      futex_wake(word, static_cast<int>(woken));
+    }
+  }
 };
 
 struct EventState {
@@ -55,11 +105,6 @@ struct BarrierState {
 };
 
 }  // namespace detail
-
-namespace {
-constexpr std::uint64_t one_sleeper = std::uint64_t{1} << 32;
-constexpr std::uint64_t signal_mask = one_sleeper - 1;
-}  // namespace
 
 // --- Lock -------------------------------------------------------------------------------------
 
@@ -180,59 +225,27 @@ Condition::Condition(std::optional<RLock> lock)
     : lock_(lock ? std::move(*lock) : RLock()),
       state_(detail::make_shared_object<detail::ConditionState>()) {}
 
-namespace {
-bool take_signal(std::atomic<std::uint64_t>& tickets) {
-  auto t = tickets.load();
-  while (t & signal_mask)
-    if (tickets.compare_exchange_weak(t, t - 1)) return true;
-  return false;
-}
-
-// A timed-out waiter either takes a signal that was already meant for a waiter (and reports a
-// notify, as it was counted as woken) or stops counting itself as a sleeper.
-bool take_signal_or_leave(std::atomic<std::uint64_t>& tickets) {
-  auto t = tickets.load();
-  for (;;) {
-    bool signalled = (t & signal_mask) != 0;
-    if (tickets.compare_exchange_weak(t, signalled ? t - 1 : t - one_sleeper)) return signalled;
-  }
-}
-}  // namespace
-
 bool Condition::wait_until(detail::Deadline deadline) {
   if (!lock_.is_owned()) throw ValueError("wait on a Condition whose lock the caller does not hold");
   auto& s = *state_;
-  s.tickets.fetch_add(one_sleeper);
-  auto observed = s.seq.load();
-  int levels = lock_.release_all();
-  bool notified = false;
+  auto generation = s.join();
   for (;;) {
-    if (take_signal(s.tickets)) {
-      notified = true;
-      break;
+    auto& word = s.word_of(generation);
+    auto observed = word.load();
+    int levels = lock_.release_all();
+    bool in_time = detail::futex_wait(word, observed, deadline);
+    lock_.restore(levels);
+    if (s.take_signal(generation)) return true;
+    if (!in_time) {
+      s.leave(generation);
+      return false;
     }
-    if (!detail::futex_wait(s.seq, observed, deadline)) {
-      notified = take_signal_or_leave(s.tickets);
-      break;
-    }
-    observed = s.seq.load();
   }
-  lock_.restore(levels);
-  return notified;
 }
 
 void Condition::notify(int n) {
   if (!lock_.is_owned()) throw ValueError("notify on a Condition whose lock the caller does not hold");
-  if (n <= 0) return;
-  auto& s = *state_;
-  auto t = s.tickets.load();
-  std::uint64_t woken;
-  do {
-    woken = std::min<std::uint64_t>(static_cast<std::uint64_t>(n), t >> 32);
-    if (woken == 0) return;
-  } while (!s.tickets.compare_exchange_weak(t, t - woken * one_sleeper + woken));
-  s.seq.fetch_add(1);
-  detail::futex_wake(s.seq, static_cast<int>(woken));
+  if (n > 0) state_->notify(static_cast<std::uint32_t>(n));
 }
 
 void Condition::notify_all() { notify(INT_MAX); }
