@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "multiproc/multiproc.hpp"
+#include "signal_storm.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -182,6 +183,46 @@ void client_expecting_refusal(std::string address, std::string key) {
 void client_echo(std::string address, std::string key) {
   mp::connection::Client c(address, key);
   c.send(c.recv<std::string>() + "!");
+}
+
+// client_echo once the parent says so over ctl (after ctl tells it this child is running).
+void client_echo_when_told(std::string address, std::string key, mp::Connection ctl) {
+  ctl.send(true);
+  ctl.recv();
+  client_echo(std::move(address), std::move(key));
+}
+
+// A slowloris peer: announces a handshake message with header on fd, then sends it one byte
+// every 100 ms, and returns once the other side hangs up. Throws if it has not after 6 s.
+void dribble(int fd, std::string_view header) {
+  write_raw(fd, header);
+  auto give_up = std::chrono::steady_clock::now() + 6s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (::send(fd, "z", 1, MSG_NOSIGNAL) != 1) return;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {  // whatever the other side says, and whether it hung up
+      char drained[512];
+      ssize_t n = ::recv(fd, drained, sizeof drained, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return;
+    }
+  }
+  throw mp::Error("the other side never hung up on a peer that dribbles");
+}
+
+// A client (no key, so the handshake's messages are its own) that dribbles its answer; tells
+// ready once it is connected.
+void dribbling_client(std::string address, mp::Connection ready) {
+  mp::connection::Client c(address);
+  ready.send(true);
+  dribble(c.fileno(), be32(255));
+}
+
+// A listener (no key) that dribbles the challenge to the first client; tells ready once it listens.
+void dribbling_server(std::string address, mp::Connection ready) {
+  mp::connection::Listener l(address);
+  ready.send(true);
+  auto conn = l.accept();
+  dribble(conn.fileno(), be32(200));
 }
 
 // execs python3 on a script of tests/python with stdout on out_fd.
@@ -817,6 +858,102 @@ TEST_CASE("listener: a path already in use is an OSError and the first listener 
 
 TEST_CASE("listener: a Client to an address nobody listens on is an OSError", "[connection]") {
   CHECK_THROWS_AS(mp::connection::Client(unique_socket_path("nobody")), mp::OSError);
+}
+
+TEST_CASE("listener: a client that dribbles its answer is dropped at the handshake deadline while another gets in",
+          "[connection]") {
+  constexpr auto limit = 2s;
+  HandshakeTimeout bounded(limit);
+  mp::connection::Listener l(unique_socket_path("slowloris"), "key");
+  auto [ready, ready_w] = mp::Pipe(false);
+  auto [ctl, friend_ctl] = mp::Pipe();
+  mp::Process dribbler(dribbling_client, l.address(), ready_w);
+  mp::Process friendly(client_echo_when_told, l.address(), std::string("key"), friend_ctl);
+  dribbler.start();
+  friendly.start();
+  REQUIRE(ready.poll(patience));
+  REQUIRE(ctl.poll(patience));
+  ctl.recv();
+  ctl.send(true);  // connect now, while the dribbler holds its handshake open
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto conn = l.accept();  // the friendly client: accept() serves it beside the dribbler
+  conn.send(std::string("in"));
+  CHECK(conn.recv<std::string>() == "in!");
+  CHECK_THROWS_WITH(l.accept(), Catch::Contains("timed out"));  // the dribbler, at its deadline
+  CHECK(std::chrono::steady_clock::now() - t0 < 2 * limit);
+  join_or_kill(dribbler);
+  CHECK(dribbler.exitcode() == 0);  // it saw the listener hang up
+  join_or_kill(friendly);
+  CHECK(friendly.exitcode() == 0);
+}
+
+TEST_CASE("client: a listener that dribbles its challenge fails the Client at the handshake deadline",
+          "[connection]") {
+  constexpr auto limit = 1s;
+  HandshakeTimeout bounded(limit);
+  auto path = unique_socket_path("dribbling-server");
+  auto [ready, ready_w] = mp::Pipe(false);
+  mp::Process server(dribbling_server, path, ready_w);
+  server.start();
+  REQUIRE(ready.poll(patience));
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(mp::connection::Client(path, std::string("key")), Catch::Contains("timed out"));
+  CHECK(std::chrono::steady_clock::now() - t0 < 2 * limit);
+  join_or_kill(server);
+  CHECK(server.exitcode() == 0);  // it saw the client hang up
+}
+
+// ---- deadlines under a storm of signals -------------------------------------------------------
+
+// Runs wait() under storm and checks that signals kept landing meanwhile; how long it took.
+template <class Wait>
+std::chrono::steady_clock::duration wait_under(const multiproc_test::SignalStorm&, Wait wait) {
+  int before = multiproc_test::SignalStorm::count();
+  auto t0 = std::chrono::steady_clock::now();
+  wait();
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(multiproc_test::SignalStorm::count() - before >= 20);  // interrupted over and over
+  return took;
+}
+
+TEST_CASE("timeouts: poll, wait and both sides of a handshake expire on time under a storm of signals",
+          "[connection]") {
+  using multiproc_test::SignalStorm;
+  constexpr auto timeout = 300ms;
+  // A wait that restarted with its whole timeout at every signal would last as long as the storm.
+  constexpr auto bound = SignalStorm::longest / 2;
+  auto [a, b] = mp::Pipe();
+  std::chrono::steady_clock::duration took{};
+  SECTION("Connection::poll") {
+    SignalStorm storm;
+    bool ready = true;
+    took = wait_under(storm, [&] { ready = b.poll(timeout); });
+    CHECK_FALSE(ready);
+  }
+  SECTION("connection::wait") {
+    SignalStorm storm;
+    std::vector<mp::Connection> ready{a};
+    took = wait_under(storm, [&] { ready = mp::connection::wait({b}, timeout); });
+    CHECK(ready.empty());
+  }
+  SECTION("Listener::accept against a silent client") {
+    HandshakeTimeout quick(timeout);
+    mp::connection::Listener l(unique_socket_path("storm-accept"), "key");
+    mp::connection::Client silent(l.address());
+    SignalStorm storm;
+    took = wait_under(storm, [&] { CHECK_THROWS_WITH(l.accept(), Catch::Contains("timed out")); });
+  }
+  SECTION("Client against a silent listener") {
+    HandshakeTimeout quick(timeout);
+    mp::connection::Listener l(unique_socket_path("storm-client"));  // never accepts
+    SignalStorm storm;
+    took = wait_under(storm, [&] {
+      CHECK_THROWS_WITH(mp::connection::Client(l.address(), std::string("key")), Catch::Contains("timed out"));
+    });
+  }
+  CHECK(took >= timeout);
+  CHECK(took < bound);
 }
 
 // ---- the handshake itself -----------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "programs/proc_children.hpp"
+#include "signal_storm.hpp"
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
@@ -404,6 +405,27 @@ TEST_CASE("process: join with a timeout tells whether the child ended", "[proces
   p.join();  // joining an ended process returns at once
   CHECK_FALSE(p.is_alive());
   CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("process: join(timeout) expires on time under a storm of signals", "[process]") {
+  using multiproc_test::SignalStorm;
+  constexpr auto timeout = 300ms;
+  auto [release, keep] = mp::Pipe();
+  mp::Process p(mp::ProcessOptions{.daemon = true}, block_until_released, keep);
+  p.start();
+  {
+    SignalStorm storm;
+    int before = SignalStorm::count();
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(p.join(timeout));
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(SignalStorm::count() - before >= 20);  // interrupted over and over
+    CHECK(took >= timeout);
+    // A join that restarted with its whole timeout at every signal would last as long as the storm.
+    CHECK(took < SignalStorm::longest / 2);
+  }
+  release.send(1);
+  CHECK(p.join(patience));
 }
 
 TEST_CASE("process: join from several threads at once returns in each", "[process]") {

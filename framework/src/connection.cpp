@@ -144,20 +144,11 @@ std::vector<std::size_t> poll_fds(const std::vector<int>& fds, const Timeout& ti
   for (int fd : fds) pfds.push_back({fd, POLLIN, 0});
   detail::Deadline deadline;
   if (timeout) deadline = detail::deadline_after(*timeout);
-  for (;;) {
-    int ms = -1;
-    if (deadline) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - detail::Clock::now());
-      ms = static_cast<int>(std::max<long long>(0, left.count()));
-    }
-    int r = ::poll(pfds.data(), pfds.size(), ms);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw OSError(std::string("poll failed: ") + std::strerror(errno), errno);
-    std::vector<std::size_t> ready;
-    for (std::size_t i = 0; i < pfds.size(); ++i)
-      if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) ready.push_back(i);
-    if (!ready.empty() || (deadline && detail::Clock::now() >= *deadline)) return ready;
-  }
+  detail::poll_until(pfds.data(), pfds.size(), deadline);
+  std::vector<std::size_t> ready;
+  for (std::size_t i = 0; i < pfds.size(); ++i)
+    if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) ready.push_back(i);
+  return ready;
 }
 } // namespace
 

@@ -1,10 +1,10 @@
 // Listener, Client and CPython's authentication handshake (multiprocessing.connection).
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "crypto.hpp"
 #include "log.hpp"
@@ -258,65 +259,91 @@ void verify_challenge(std::string_view authkey, std::string_view message, std::s
     throw AuthenticationError("digest received was wrong");
 }
 
-// Bounds every read and write of the handshake by socket timeouts, so a peer that stops in the
-// middle of a frame cannot block us; restores the previous (normally: none) on scope exit.
-class SocketTimeouts {
+[[noreturn]] void handshake_timed_out() {
+  throw AuthenticationError("authentication timed out: the handshake took longer than " +
+                            std::to_string(detail::handshake_timeout().count()) + " ms");
+}
+
+[[noreturn]] void handshake_io_failed(const char* what, int err) {
+  throw AuthenticationError(std::string("authentication failed: ") + what + ": " + std::strerror(err));
+}
+
+// One handshake message, read as its bytes arrive: no read ever waits, so a peer that dribbles
+// cannot hold the reader beyond its deadline (a blocking read would, one byte at a time), and no
+// read goes past the message's end: what follows belongs to whoever reads the connection next.
+// A hang-up, a read error or a message over 256 bytes is an AuthenticationError.
+class MessageReader {
 public:
-  SocketTimeouts(int fd, std::chrono::milliseconds t) : fd_(fd) {
-    socklen_t n = sizeof old_rcv_;
-    ::getsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &old_rcv_, &n);
-    n = sizeof old_snd_;
-    ::getsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &old_snd_, &n);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(t).count();
-    timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
-    if (tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;  // zero would mean "no timeout"
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  }
-  SocketTimeouts(const SocketTimeouts&) = delete;
-  SocketTimeouts& operator=(const SocketTimeouts&) = delete;
-  ~SocketTimeouts() {
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &old_rcv_, sizeof old_rcv_);
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &old_snd_, sizeof old_snd_);
-  }
-
-private:
-  int fd_;
-  timeval old_rcv_{}, old_snd_{};
-};
-
-// One side of a handshake on conn: a deadline and the bounded, failure-mapping I/O. Any I/O
-// failure (EOF, timeout, reset, a frame over 256 bytes) means the peer failed to authenticate.
-class Handshake {
-public:
-  explicit Handshake(Connection& conn)
-      : conn_(conn),
-        timeouts_(conn.fileno(), detail::handshake_timeout()),
-        deadline_(detail::deadline_after(detail::handshake_timeout())) {}
-
-  std::string recv() {
-    if (!conn_.poll_until(deadline_))
-      throw AuthenticationError("authentication timed out: the peer sent nothing for " +
-                                std::to_string(detail::handshake_timeout().count()) + " ms");
-    try {
-      return conn_.recv_bytes(max_handshake_message);
-    } catch (const Error& e) {
-      throw AuthenticationError(std::string("authentication failed: ") + e.what());
-    }
-  }
-  void send(std::string_view message) {
-    try {
-      conn_.send_bytes(message);
-    } catch (const Error& e) {
-      throw AuthenticationError(std::string("authentication failed: ") + e.what());
+  // Reads what has arrived on the socket fd; the message once it is whole.
+  std::optional<std::string> read_some(int fd) {
+    for (;;) {
+      std::size_t have = bytes_.size();
+      bytes_.resize(want_);
+      ssize_t n = ::recv(fd, bytes_.data() + have, want_ - have, MSG_DONTWAIT);
+      bytes_.resize(have + static_cast<std::size_t>(n > 0 ? n : 0));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+        if (errno != ECONNRESET) handshake_io_failed("read from connection failed", errno);
+        n = 0;
+      }
+      if (n == 0) throw AuthenticationError("authentication failed: the other end of the connection closed");
+      if (bytes_.size() < want_) continue;
+      if (in_header_) take_header();
+      if (!in_header_ && bytes_.size() == want_) return bytes_.substr(header_size);
     }
   }
 
 private:
-  Connection& conn_;
-  SocketTimeouts timeouts_;
-  detail::Deadline deadline_;
+  static constexpr std::size_t header_size = 4;  // a longer header is for frames of 2 GiB or more
+
+  void take_header() {
+    std::optional<detail::FrameHeader> header;
+    try {
+      header = detail::parse_frame_header(bytes_);
+    } catch (const Error& e) {
+      throw AuthenticationError(std::string("authentication failed: ") + e.what());
+    }
+    if (!header || header->payload_size > max_handshake_message)
+      throw AuthenticationError("authentication failed: a handshake message longer than " +
+                                std::to_string(max_handshake_message) + " bytes");
+    in_header_ = false;
+    want_ = header_size + header->payload_size;
+  }
+
+  std::string bytes_;  // the header, then the payload behind it
+  std::size_t want_ = header_size;
+  bool in_header_ = true;
 };
+
+// Waits for and reads one handshake message on conn by the deadline.
+std::string recv_message(Connection& conn, detail::Deadline deadline) {
+  MessageReader reader;
+  for (;;) {
+    if (!conn.poll_until(deadline)) handshake_timed_out();
+    if (auto message = reader.read_some(conn.fileno())) return std::move(*message);
+  }
+}
+
+// Writes one handshake message on the socket fd by the deadline (a message of a few dozen bytes
+// normally goes at once; a peer that reads nothing can fill the socket, though, and then this
+// waits no longer than the handshake may).
+void send_message(int fd, std::string_view message, detail::Deadline deadline) {
+  std::string framed;
+  detail::append_frame(framed, message);
+  std::string_view rest = framed;
+  while (!rest.empty()) {
+    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      pollfd p{fd, POLLOUT, 0};
+      if (detail::poll_until(&p, 1, deadline) == 0) handshake_timed_out();
+    } else if (errno != EINTR) {
+      handshake_io_failed("write to connection failed", errno);
+    }
+  }
+}
 
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
@@ -325,39 +352,116 @@ std::string random_bytes(std::size_t n) {
   return out;
 }
 
-} // namespace
+// ---- the steps of a handshake, shared by the blocking functions and accept()'s handshakes ----
 
-void deliver_challenge(Connection& conn, std::string_view authkey) {
-  Handshake hs(conn);
+// deliver_challenge, first half: sends a challenge; the message the response must sign.
+std::string send_challenge(int fd, detail::Deadline deadline) {
   std::string message = "{sha256}" + random_bytes(message_length);
   // A legacy (<= 3.11) peer takes all of it as the challenge and answers with a raw HMAC-MD5.
-  hs.send(std::string(challenge_tag) + message);
-  auto response = hs.recv();
+  send_message(fd, std::string(challenge_tag) + message, deadline);
+  return message;
+}
+
+// deliver_challenge, second half: the verdict on the response, sent to the peer.
+void judge_response(int fd, std::string_view authkey, std::string_view message, std::string_view response,
+                    detail::Deadline deadline) {
   try {
     verify_challenge(authkey, message, response);
   } catch (const AuthenticationError& e) {
     detail::log(LogLevel::warning, "authentication failed: {}", e.what());
     try {
-      hs.send(failure);
+      send_message(fd, failure, deadline);
     } catch (const AuthenticationError&) {
       // The peer is already gone; the verdict stands either way.
     }
     throw;
   }
-  hs.send(welcome);
+  send_message(fd, welcome, deadline);
+}
+
+// answer_challenge, first half: the response to a challenge received.
+void respond(int fd, std::string_view authkey, std::string_view challenge, detail::Deadline deadline) {
+  if (!challenge.starts_with(challenge_tag))
+    throw AuthenticationError("protocol error: expected a challenge, got " + std::to_string(challenge.size()) +
+                              " other bytes");
+  challenge.remove_prefix(challenge_tag.size());
+  if (challenge.size() < md5only_message_length)
+    throw AuthenticationError("challenge too short: " + std::to_string(challenge.size()) + " bytes");
+  send_message(fd, create_response(authkey, challenge), deadline);
+}
+
+// answer_challenge, second half: the peer's verdict on our response.
+void check_verdict(std::string_view verdict) {
+  if (verdict != welcome) throw AuthenticationError("digest sent was rejected");
+}
+
+void deliver_challenge(Connection& conn, std::string_view authkey, detail::Deadline deadline) {
+  auto message = send_challenge(conn.fileno(), deadline);
+  judge_response(conn.fileno(), authkey, message, recv_message(conn, deadline), deadline);
+}
+
+void answer_challenge(Connection& conn, std::string_view authkey, detail::Deadline deadline) {
+  respond(conn.fileno(), authkey, recv_message(conn, deadline), deadline);
+  check_verdict(recv_message(conn, deadline));
+}
+
+// A listener's handshake with one client (deliver_challenge, then answer_challenge) taken a
+// step per message that arrives, so that accept() can run many at once: a client that is slow
+// or hostile holds up no other. The whole handshake has one deadline.
+class ServerHandshake {
+public:
+  ServerHandshake(Connection conn, std::string peer)
+      : conn_(std::move(conn)),
+        peer_(std::move(peer)),
+        deadline_(detail::deadline_after(detail::handshake_timeout())),
+        challenge_(send_challenge(conn_.fileno(), deadline_)) {}
+
+  int fileno() const { return conn_.fileno(); }
+  const detail::Deadline& deadline() const { return deadline_; }
+  Connection& connection() { return conn_; }
+  const std::string& peer() const { return peer_; }
+
+  // Takes what the client sent so far: true once it is authenticated both ways.
+  // AuthenticationError when it failed, or ran out of time.
+  bool advance(std::string_view authkey) {
+    while (auto message = reader_.read_some(fileno())) {
+      reader_ = {};
+      switch (next_) {
+        case step::response:
+          judge_response(fileno(), authkey, challenge_, *message, deadline_);
+          next_ = step::challenge;
+          break;
+        case step::challenge:
+          respond(fileno(), authkey, *message, deadline_);
+          next_ = step::verdict;
+          break;
+        case step::verdict:
+          check_verdict(*message);
+          return true;
+      }
+    }
+    if (detail::Clock::now() >= *deadline_) handshake_timed_out();
+    return false;
+  }
+
+private:
+  enum class step { response, challenge, verdict };
+  Connection conn_;
+  std::string peer_;
+  detail::Deadline deadline_;
+  std::string challenge_;  // what the client's response must sign
+  MessageReader reader_;
+  step next_ = step::response;
+};
+
+} // namespace
+
+void deliver_challenge(Connection& conn, std::string_view authkey) {
+  deliver_challenge(conn, authkey, detail::deadline_after(detail::handshake_timeout()));
 }
 
 void answer_challenge(Connection& conn, std::string_view authkey) {
-  Handshake hs(conn);
-  auto message = hs.recv();
-  if (!message.starts_with(challenge_tag))
-    throw AuthenticationError("protocol error: expected a challenge, got " + std::to_string(message.size()) +
-                              " other bytes");
-  message.erase(0, challenge_tag.size());
-  if (message.size() < md5only_message_length)
-    throw AuthenticationError("challenge too short: " + std::to_string(message.size()) + " bytes");
-  hs.send(create_response(authkey, message));
-  if (hs.recv() != welcome) throw AuthenticationError("digest sent was rejected");
+  answer_challenge(conn, authkey, detail::deadline_after(detail::handshake_timeout()));
 }
 
 // ---- Listener -----------------------------------------------------------------------------
@@ -371,10 +475,79 @@ struct Listener::Impl {
   std::string unlink_path;  // the socket file we created, removed at close
   std::string temp_dir;     // our private directory for address "", removed at close
   pid_t owner = ::getpid(); // only the creating process removes files (as Python's Finalize)
+  std::vector<ServerHandshake> handshakes;  // clients accepted whose handshake is under way
+
+  struct Accepted {
+    Connection conn;
+    std::string peer;
+  };
+
+  // The next client in the backlog without waiting for one (the socket is O_NONBLOCK, so that
+  // a client that vanishes between poll and accept cannot block accept() and the handshakes it
+  // serves); nullopt when there is none.
+  std::optional<Accepted> try_accept() {
+    for (;;) {
+      SockAddr peer;
+      int client = ::accept4(fd, peer.get(), &peer.len, SOCK_CLOEXEC);
+      if (client >= 0) {
+        Connection conn(client);
+        if (tcp) set_nodelay(client);
+        return Accepted{std::move(conn), format_address(peer)};
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+      // A client that gave up before we got to it is not the listener's failure.
+      if (errno != EINTR && errno != ECONNABORTED) throw_os("accept failed", errno);
+    }
+  }
+
+  // The next client; with an authkey, the next to pass the handshake. Handshakes run side by
+  // side, each bounded by its own deadline, and the ones still under way when accept() returns
+  // or throws go on at the next call.
+  Connection accept() {
+    for (;;) {
+      std::vector<pollfd> fds{{fd, POLLIN, 0}};
+      detail::Deadline first;
+      for (const auto& h : handshakes) {
+        fds.push_back({h.fileno(), POLLIN, 0});
+        if (!first || *h.deadline() < *first) first = h.deadline();
+      }
+      detail::poll_until(fds.data(), fds.size(), first);
+      for (std::size_t i = 0; i < handshakes.size(); ++i) {
+        if (fds[i + 1].revents == 0 && detail::Clock::now() < *handshakes[i].deadline()) continue;
+        if (auto conn = advance(i)) return std::move(*conn);
+      }
+      if (fds[0].revents == 0) continue;
+      auto client = try_accept();
+      if (!client) continue;
+      if (!authkey) {
+        last_accepted = std::move(client->peer);
+        return std::move(client->conn);
+      }
+      handshakes.emplace_back(std::move(client->conn), std::move(client->peer));
+    }
+  }
+
+  // Takes what client i sent: its connection once it passed the handshake. A client that is
+  // through, passed or failed (AuthenticationError), leaves the pending handshakes.
+  std::optional<Connection> advance(std::size_t i) {
+    auto it = handshakes.begin() + static_cast<std::ptrdiff_t>(i);
+    bool passed;
+    try {
+      passed = it->advance(*authkey);
+    } catch (...) {
+      handshakes.erase(it);
+      throw;
+    }
+    if (!passed) return std::nullopt;
+    last_accepted = it->peer();
+    Connection conn = it->connection();
+    handshakes.erase(it);
+    return conn;
+  }
 
   void listen_unix(int backlog) {
     auto sa = unix_address(address);
-    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) throw_os("socket failed", errno);
     if (::bind(fd, sa.get(), sa.len) != 0) throw_os("cannot bind " + address, errno);
     if (address[0] != '\0') unlink_path = address;
@@ -386,7 +559,7 @@ struct Listener::Impl {
     fd = open_tcp(address, hp, true, [backlog](int s, const sockaddr* sa, socklen_t len) {
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      return ::bind(s, sa, len) == 0 && ::listen(s, backlog) == 0;
+      return ::bind(s, sa, len) == 0 && ::listen(s, backlog) == 0 && ::fcntl(s, F_SETFL, O_NONBLOCK) == 0;
     });
     SockAddr bound;
     if (::getsockname(fd, bound.get(), &bound.len) != 0) throw_os("getsockname failed", errno);
@@ -404,6 +577,7 @@ struct Listener::Impl {
 
   // Also what a constructor that fails halfway relies on to undo its steps.
   void close() {
+    handshakes.clear();
     if (fd >= 0) ::close(std::exchange(fd, -1));
     if (::getpid() != owner) return;
     if (!unlink_path.empty()) ::unlink(std::exchange(unlink_path, {}).c_str());
@@ -431,23 +605,7 @@ Listener& Listener::operator=(Listener&&) noexcept = default;
 
 Connection Listener::accept() {
   if (!impl_ || impl_->fd < 0) throw ValueError("listener is closed");
-  SockAddr peer;
-  int fd;
-  for (;;) {
-    peer.len = sizeof peer.storage;
-    fd = ::accept4(impl_->fd, peer.get(), &peer.len, SOCK_CLOEXEC);
-    if (fd >= 0) break;
-    // A client that gave up before we got to it is not the listener's failure.
-    if (errno != EINTR && errno != ECONNABORTED) throw_os("accept failed", errno);
-  }
-  Connection conn(fd);
-  if (impl_->tcp) set_nodelay(fd);
-  impl_->last_accepted = format_address(peer);
-  if (impl_->authkey) {
-    deliver_challenge(conn, *impl_->authkey);
-    answer_challenge(conn, *impl_->authkey);
-  }
-  return conn;
+  return impl_->accept();
 }
 
 void Listener::close() {
@@ -473,8 +631,10 @@ int Listener::fileno() const {
 
 Client::Client(const std::string& address, std::optional<std::string> authkey) : Connection(connect_to(address)) {
   if (authkey) {
-    answer_challenge(*this, *authkey);
-    deliver_challenge(*this, *authkey);
+    // One deadline for both halves: a server that dribbles cannot stretch the handshake.
+    auto deadline = detail::deadline_after(detail::handshake_timeout());
+    answer_challenge(*this, *authkey, deadline);
+    deliver_challenge(*this, *authkey, deadline);
   }
 }
 

@@ -579,9 +579,8 @@ void pool_core::terminate() {
   for (int fd : pidfds) pidfd_send_signal(fd, SIGTERM);
   auto deadline = Clock::now() + terminate_grace;
   for (int fd : pidfds) {
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
     pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) pidfd_send_signal(fd, SIGKILL);
+    if (poll_until(&p, 1, deadline) == 0) pidfd_send_signal(fd, SIGKILL);
   }
   for (int fd : pidfds) try_reap(fd, true);
   {

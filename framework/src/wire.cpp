@@ -7,7 +7,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -183,14 +185,21 @@ peeked peek_header(int fd, char* h, std::size_t* seen) {
   }
 }
 
-bool poll_readable(int fd, int timeout_ms) {
+// One look, without waiting: whether fd is readable now. A signal just makes the look negative.
+bool readable_now(int fd) {
   pollfd p{fd, POLLIN, 0};
-  for (;;) {
-    int r = ::poll(&p, 1, timeout_ms);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw_os("poll failed", errno);
-    return r > 0;
-  }
+  int r = ::poll(&p, 1, 0);
+  if (r < 0 && errno != EINTR) throw_os("poll failed", errno);
+  return r > 0;
+}
+
+// poll()'s timeout for what is left until the deadline: -1 for none, never negative otherwise.
+// Rounded up, so that poll never wakes a hair early and reports a timeout that has not passed;
+// capped at INT_MAX ms (a later deadline takes more than one poll).
+int poll_timeout_ms(Deadline deadline) {
+  if (!deadline) return -1;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<decltype(left)>(left, 0, INT_MAX));
 }
 
 } // namespace
@@ -204,23 +213,24 @@ void set_spin_duration(std::chrono::microseconds us) noexcept {
   g_spin_us.store(static_cast<long>(us.count()), std::memory_order_relaxed);
 }
 
+int poll_until(pollfd* fds, std::size_t n, Deadline deadline) {
+  for (;;) {
+    // A deadline that has passed still gets one look (timeout 0); a look cut short by a signal
+    // is taken again.
+    int r = ::poll(fds, static_cast<nfds_t>(n), poll_timeout_ms(deadline));
+    if (r > 0) return r;
+    if (r < 0 && errno != EINTR) throw_os("poll failed", errno);
+    if (r == 0 && deadline && Clock::now() >= *deadline) return 0;
+  }
+}
+
 bool wait_readable(int fd, Deadline deadline) {
-  return spin_until(deadline, [fd] { return poll_readable(fd, 0); }) || block_until_readable(fd, deadline);
+  return spin_until(deadline, [fd] { return readable_now(fd); }) || block_until_readable(fd, deadline);
 }
 
 bool block_until_readable(int fd, Deadline deadline) {
-  for (;;) {
-    int timeout_ms = -1;
-    if (deadline) {
-      // Round up so that we never wake a hair early and report a timeout that has not passed; a
-      // deadline that has passed still gets one look.
-      auto left = *deadline - Clock::now();
-      if (left < Clock::duration::zero()) left = Clock::duration::zero();
-      timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-    }
-    if (poll_readable(fd, timeout_ms)) return true;
-    if (deadline && Clock::now() >= *deadline) return false;
-  }
+  pollfd p{fd, POLLIN, 0};
+  return poll_until(&p, 1, deadline) > 0;
 }
 
 void write_frame(int fd, std::string_view payload) {

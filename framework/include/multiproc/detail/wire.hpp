@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+struct pollfd;  // <poll.h>
+
 namespace multiproc::detail {
 
 using Clock = std::chrono::steady_clock;
@@ -31,6 +33,11 @@ void set_max_frame_size(std::size_t bytes) noexcept;
 // How long a wait spins (polling without sleeping) before it blocks. Process-wide.
 std::chrono::microseconds spin_duration() noexcept;
 void set_spin_duration(std::chrono::microseconds) noexcept;
+
+// poll() until one of fds is ready or the deadline passes: how many are ready, 0 on the deadline.
+// Every timed wait on fds goes through here: a signal (EINTR) does not restart the wait with
+// the whole timeout, what is left is recomputed from the deadline. OSError if poll fails.
+int poll_until(::pollfd* fds, std::size_t n, Deadline deadline);
 
 // Waits until fd is readable (data or EOF). false on deadline. Spins first, then blocks.
 bool wait_readable(int fd, Deadline deadline);
