@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "actors/manager_objects.hpp"
+#include "actors/runtime.hpp"
 #include "manager_socket.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/detail/manager_client.hpp"
@@ -182,7 +183,7 @@ caf::actor_system_config& sharing_config(caf::actor_system_config& cfg) {
 class Server {
 public:
   explicit Server(const ServerConfig& config)
-      : config_(config), system_(sharing_config(cfg_)), listener_(config.address),
+      : config_(config), system_(actors::startable(sharing_config(cfg_))), listener_(config.address),
         stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (stop_fd_ < 0) throw OSError("eventfd failed", errno);
   }
