@@ -187,9 +187,12 @@ caf::actor_system_config& sharing_config(caf::actor_system_config& cfg) {
 
 class Server {
 public:
+  // Besides the actor system's threads, the server needs one per session: it shows that the
+  // system and a first session can run before it listens.
   explicit Server(const ServerConfig& config)
-      : config_(config), system_(actors::startable(sharing_config(cfg_))), listener_(config.address),
-        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), session_ended_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      : config_(config), system_(actors::startable(sharing_config(cfg_), 1)), listener_(config.address),
+        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        session_ended_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (stop_fd_ < 0 || session_ended_fd_ < 0) {
       int err = errno;
       if (stop_fd_ >= 0) ::close(stop_fd_);
@@ -271,7 +274,8 @@ private:
         sessions_done_.notify_all();
       });
     } catch (const std::system_error& e) {
-      throw OSError(std::string("cannot start a manager session thread: ") + e.code().message(), e.code().value());
+      throw OSError(std::string("cannot start a manager session thread: ") + e.code().message(),
+                    e.code().value());
     }
     ++live_sessions_;
     session.detach();

@@ -94,10 +94,10 @@ registry& reg() {
 
 } // namespace
 
-caf::actor_system_config& startable(caf::actor_system_config& cfg) {
-  auto count = threads_started_by(cfg);
+caf::actor_system_config& startable(caf::actor_system_config& cfg, std::size_t more) {
+  auto count = threads_started_by(cfg) + more;
   if (int err = probe_threads(count))
-    throw OSError("cannot start the actor runtime's " + std::to_string(count) + " threads (" +
+    throw OSError("cannot start the " + std::to_string(count) + " threads the actor runtime needs (" +
                       std::error_code(err, std::generic_category()).message() +
                       "): this process or its user is at a thread limit (RLIMIT_NPROC, a cgroup's pids.max)",
                   err);

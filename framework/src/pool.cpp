@@ -198,7 +198,8 @@ void pool_core::start() {
     try {
       result_thread_ = std::thread([this] { result_loop(); });
     } catch (const std::system_error& e) {  // at a thread limit (RLIMIT_NPROC, a cgroup's pids.max)
-      throw OSError(std::string("cannot start the pool's result thread: ") + e.code().message(), e.code().value());
+      throw OSError(std::string("cannot start the pool's result thread: ") + e.code().message(),
+                    e.code().value());
     }
     result_thread_id_ = result_thread_.get_id();
   }
