@@ -13,10 +13,12 @@
 #include <deque>
 #include <list>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
 #include "actors/manager_objects.hpp"
+#include "actors/runtime.hpp"
 #include "manager_socket.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/detail/manager_client.hpp"
@@ -34,6 +36,10 @@ using timer_atom = caf::atom_constant<caf::atom("timer")>;
 
 // A client that stops reading its replies must not wedge an actor's worker thread forever.
 constexpr int reply_send_timeout_s = 10;
+// Out of descriptors (or threads), the listener stays readable while nothing can be accepted:
+// it is left out of the poll until a session ends, or this long at most (a descriptor can also
+// free up elsewhere: an object, another process for ENFILE).
+constexpr int out_of_resources_pause_ms = 100;
 // Timeouts beyond this are "practically forever" (and keep the timer arithmetic finite).
 constexpr double max_timer_seconds = 1e9;
 
@@ -181,12 +187,22 @@ caf::actor_system_config& sharing_config(caf::actor_system_config& cfg) {
 
 class Server {
 public:
+  // Besides the actor system's threads, the server needs one per session: it shows that the
+  // system and a first session can run before it listens.
   explicit Server(const ServerConfig& config)
-      : config_(config), system_(sharing_config(cfg_)), listener_(config.address),
-        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (stop_fd_ < 0) throw OSError("eventfd failed", errno);
+      : config_(config), system_(actors::startable(sharing_config(cfg_), 1)), listener_(config.address),
+        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        session_ended_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (stop_fd_ < 0 || session_ended_fd_ < 0) {
+      int err = errno;
+      if (stop_fd_ >= 0) ::close(stop_fd_);
+      throw OSError("eventfd failed", err);
+    }
   }
-  ~Server() { ::close(stop_fd_); }
+  ~Server() {
+    ::close(stop_fd_);
+    ::close(session_ended_fd_);
+  }
 
   void run(const std::function<void(const std::string&)>& ready) {
     ready(listener_.address());
@@ -198,32 +214,71 @@ public:
 
 private:
   void accept_loop() {
-    // A negative owner_fd is ignored by poll.
-    pollfd p[3] = {{listener_.fileno(), POLLIN, 0}, {stop_fd_, POLLIN, 0}, {config_.owner_fd, POLLIN, 0}};
+    // A negative descriptor is ignored by poll: owner_fd when there is none, the listener while
+    // the server is out of descriptors or threads, session_ended_fd_ while it is not.
+    enum { listener, stop, owner, session_ended };
+    pollfd p[4] = {{listener_.fileno(), POLLIN, 0},
+                   {stop_fd_, POLLIN, 0},
+                   {config_.owner_fd, POLLIN, 0},
+                   {-1, POLLIN, 0}};
+    int timeout_ms = -1;
     for (;;) {
-      if (::poll(p, 3, -1) < 0) {
+      int ready = ::poll(p, 4, timeout_ms);
+      if (ready < 0) {
         if (errno == EINTR) continue;
         throw OSError("poll failed in the manager server", errno);
       }
-      if (p[1].revents || p[2].revents) return;
-      if (!p[0].revents) continue;
+      if (p[stop].revents || p[owner].revents) return;
+      if (p[listener].fd < 0) {
+        if (ready == 0 || p[session_ended].revents) {  // try again
+          p[listener].fd = listener_.fileno();
+          p[session_ended].fd = -1;
+          timeout_ms = -1;
+        }
+        continue;
+      }
+      if (!p[listener].revents) continue;
       try {
         start_session(listener_.accept());
+      } catch (const OSError& e) {
+        if (!out_of_resources(e.error_number())) continue;
+        drain(session_ended_fd_);
+        p[listener].fd = -1;
+        p[session_ended].fd = session_ended_fd_;
+        timeout_ms = out_of_resources_pause_ms;
       } catch (const Error&) {
         // A client that vanished between connect and accept is no reason to stop serving.
       }
     }
   }
 
+  static bool out_of_resources(int err) {
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EAGAIN;
+  }
+
+  static void drain(int event_fd) {
+    eventfd_t ignored;
+    ::eventfd_read(event_fd, &ignored);
+  }
+
+  // OSError (EAGAIN) when no thread can be started for it; the connection is closed then.
   void start_session(Connection conn) {
     std::lock_guard lock(m_);
+    std::thread session;
+    try {
+      session = std::thread([this, conn = std::move(conn)]() mutable {
+        serve_connection(std::move(conn));
+        ::eventfd_write(session_ended_fd_, 1);  // its descriptor is free again (and soon its thread)
+        std::lock_guard lock(m_);
+        --live_sessions_;
+        sessions_done_.notify_all();
+      });
+    } catch (const std::system_error& e) {
+      throw OSError(std::string("cannot start a manager session thread: ") + e.code().message(),
+                    e.code().value());
+    }
     ++live_sessions_;
-    std::thread([this, conn = std::move(conn)]() mutable {
-      serve_connection(std::move(conn));
-      std::lock_guard lock(m_);
-      --live_sessions_;
-      sessions_done_.notify_all();
-    }).detach();
+    session.detach();
   }
 
   // Authenticates (the challenge both ways), then serves requests until EOF or shutdown. The
@@ -394,6 +449,7 @@ private:
   caf::actor_system system_;
   connection::Listener listener_;
   int stop_fd_;
+  int session_ended_fd_;  // counts sessions that ended (and freed a descriptor and a thread)
 
   std::mutex m_;
   std::condition_variable sessions_done_;

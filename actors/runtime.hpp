@@ -13,10 +13,21 @@
 #include <memory>
 
 #include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 
 namespace multiproc::actors {
 
-// This process's actor system, started if nobody holds it. Thread-safe.
+// This process's actor system, started if nobody holds it. OSError when the process cannot start
+// its threads (startable()). Thread-safe.
 std::shared_ptr<caf::actor_system> acquire_system();
+
+// Returns cfg once this process has shown it can start every thread an actor_system built from
+// cfg starts, and `more` threads besides; OSError (EAGAIN) when it cannot. Build every system as
+// `caf::actor_system sys{startable(cfg)}`: CAF 0.17.6 cannot survive a thread that fails to
+// start. Its constructor throws, and the unwinding either blocks forever in
+// pthread_cond_destroy (the scheduler threads already started wait on that condition) or aborts
+// (a joinable std::thread destroyed). A thread limit (RLIMIT_NPROC, a cgroup's pids.max) must be
+// found out before the system is built.
+caf::actor_system_config& startable(caf::actor_system_config& cfg, std::size_t more = 0);
 
 } // namespace multiproc::actors

@@ -1,19 +1,27 @@
 // Manager (Python's SyncManager) and its proxies, used from the parent, child processes, threads
 // and pool workers.
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "ipc_test_support.hpp"
+#include "thread_limit_support.hpp"
 
 using namespace multiproc_test;
 using Dict = mp::DictProxy<mp::Object, mp::Object>;
@@ -39,6 +47,37 @@ pid_t new_child(const std::set<pid_t>& before) {
 }
 
 bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+std::size_t open_fd_count(pid_t pid) {
+  std::error_code ec;
+  std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd", ec);
+  return ec ? 0 : static_cast<std::size_t>(std::distance(fds, std::filesystem::directory_iterator{}));
+}
+
+// CPU time the process has used, in clock ticks (user + system, fields 14 and 15 of its stat).
+long cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int field = 3; field <= 13; ++field) fields >> skip;
+  long user = 0, system = 0;
+  fields >> user >> system;
+  return user + system;
+}
+
+// A client that connects and never says a word: its session waits in the handshake, holding a
+// descriptor. -1 while the listener's backlog is full.
+int silent_client(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return fd;
+  ::close(fd);
+  return -1;
+}
 
 // ---- child process bodies ---------------------------------------------------------------------
 
@@ -577,4 +616,53 @@ TEST_CASE("manager: when the server is killed under load every call fails at onc
 TEST_CASE("manager: a default-constructed proxy names no object", "[managers]") {
   mp::LockProxy lock;
   CHECK_THROWS_AS(lock.acquire(), mp::ValueError);
+}
+
+TEST_CASE("manager: at a thread limit Manager() throws OSError instead of hanging and starts once the limit is lifted",
+          "[managers]") {
+  multiproc_test::check_starts_at_thread_limits("manager");
+}
+
+TEST_CASE("manager: a server out of descriptors waits for a free one instead of spinning and then serves again",
+          "[managers]") {
+  constexpr rlim_t server_fds = 64;
+  rlimit normal{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &normal) == 0);
+  rlimit low = normal;
+  low.rlim_cur = server_fds;
+  auto before = child_pids();
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);  // the server inherits it
+  std::optional<mp::Manager> manager;
+  try {
+    manager.emplace();
+  } catch (...) {
+    ::setrlimit(RLIMIT_NOFILE, &normal);
+    throw;
+  }
+  ::setrlimit(RLIMIT_NOFILE, &normal);
+  pid_t server = new_child(before);
+
+  std::vector<int> silent;
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (open_fd_count(server) < server_fds && std::chrono::steady_clock::now() < deadline) {
+    if (silent.size() < 4 * server_fds) {
+      if (int fd = silent_client(manager->address()); fd >= 0) silent.push_back(fd);
+    }
+    std::this_thread::yield();
+  }
+  REQUIRE(open_fd_count(server) >= server_fds);
+  // Clients left in the listener's backlog: it stays readable, and accept fails with EMFILE.
+  for (int waiting = 0; waiting < 4; ++waiting) {
+    int fd = silent_client(manager->address());
+    REQUIRE(fd >= 0);
+    silent.push_back(fd);
+  }
+  // Spinning on the readable listener took a whole core; waiting takes next to nothing. A
+  // generous bound: a loaded machine gives a spinning server less than a core.
+  auto ticks = cpu_ticks(server);
+  std::this_thread::sleep_for(2s);
+  CHECK(cpu_ticks(server) - ticks < ::sysconf(_SC_CLK_TCK) / 5);
+
+  for (int fd : silent) ::close(fd);  // their sessions end and free their descriptors
+  CHECK(manager->Value<int>(7).get() == 7);
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../actors/pool_supervisor.hpp"
+#include "thread_limit_support.hpp"
 #include "multiproc/multiproc.hpp"
 
 namespace mp = multiproc;
@@ -50,6 +51,9 @@ int segfault(int x) {
 int crash(int) {
   ::raise(SIGKILL);
   return 0;
+}
+int block_forever(int) {
+  for (;;) ::pause();
 }
 std::string ten_mebibytes(int) { return std::string(10u << 20, 'x'); }
 
@@ -279,6 +283,36 @@ TEST_CASE("pool: more crashes than max_restarts break the pool", "[pool]") {
   CHECK_THROWS_AS(pool.map(square, iota(5)), mp::BrokenPool);
 }
 
+TEST_CASE("pool: a broken pool settles every result including the tasks queued on a worker that dies after the break",
+          "[pool]") {
+  mp::PoolOptions options;
+  options.processes = 2;
+  options.max_restarts = 0;  // the first crash breaks the pool
+  mp::Pool pool(options);
+  // Trivial tasks first: each worker measures itself fast and takes several tasks at a time.
+  REQUIRE(pool.map(square, iota(200), 1) == squares(200));
+  std::vector<mp::AsyncResult<int>> blocked;
+  for (int x : iota(8)) blocked.push_back(pool.apply_async(block_forever, x));  // 4 per worker
+  // The first death breaks the pool; the tasks the second had queued behind its running one
+  // are settled after the break.
+  for (pid_t pid : pool.worker_pids()) ::kill(pid, SIGKILL);
+  int lost = 0, broken = 0;
+  for (auto& r : blocked) {
+    REQUIRE(r.wait(patience));
+    try {
+      r.get();
+      FAIL("a task that blocks forever returned");
+    } catch (const mp::WorkerLost&) {
+      ++lost;
+    } catch (const mp::BrokenPool&) {
+      ++broken;
+    }
+  }
+  CHECK(lost == 2);  // the task each worker was running
+  CHECK(broken == 6);
+  CHECK_THROWS_AS(pool.apply_async(square, 1).get(patience), mp::BrokenPool);
+}
+
 TEST_CASE("pool: restart intensity allows max_restarts crashes per window", "[pool]") {
   using clock = mp::actors::restart_intensity::clock;
   mp::actors::restart_intensity intensity(2, std::chrono::seconds(60));
@@ -418,4 +452,9 @@ TEST_CASE("pool: without the actor plugin next to libmultiproc, Pool raises Impo
   CHECK(output.find("log: ImportError: cannot load " + (dir / "libmultiproc_log.so").string()) != std::string::npos);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("pool: at a thread limit Pool() throws OSError instead of hanging and starts once the limit is lifted",
+          "[pool]") {
+  multiproc_test::check_starts_at_thread_limits("pool");
 }

@@ -8,7 +8,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -84,6 +86,30 @@ std::string read_report(int fd) {
     if (n <= 0) return report;
     report.append(buf, static_cast<std::size_t>(n));
   }
+}
+
+// A server's report of the failure that kept it from starting: "error <message>", or
+// "oserror <errno> <message>" for an OSError.
+std::string failure_report(const std::exception& e) {
+  if (const auto* os = dynamic_cast<const OSError*>(&e))
+    return "oserror " + std::to_string(os->error_number()) + " " + e.what();
+  return std::string("error ") + e.what();
+}
+
+// Throws what a failure report says: OSError when the server was out of threads or processes
+// (EAGAIN: a process or cgroup limit, as Pool() and fork report it), ProcessError for anything
+// else, an address it could not listen on included.
+[[noreturn]] void throw_start_failure(const std::string& report) {
+  const std::string prefix = "the manager's server failed to start: ";
+  if (report.empty()) throw ProcessError(prefix + "it exited");
+  auto message = report.substr(report.find(' ') + 1);
+  int err = 0;
+  if (report.rfind("oserror ", 0) == 0) {
+    auto end = std::from_chars(message.data(), message.data() + message.size(), err).ptr;
+    message.erase(0, std::min(message.size(), static_cast<std::size_t>(end - message.data()) + 1));
+  }
+  if (err == EAGAIN) throw OSError(prefix + message, err);
+  throw ProcessError(prefix + message);
 }
 
 void write_all(int fd, std::string_view text) {
@@ -240,7 +266,7 @@ void BaseManager::start() {
         ::close(fd);
       });
     } catch (const std::exception& e) {
-      write_all(fd, std::string("error ") + e.what());
+      write_all(fd, failure_report(e));
       code = 1;
     }
     if (!dir.empty() && wait_fd(config.owner_fd, std::chrono::milliseconds(0))) {
@@ -274,8 +300,7 @@ void BaseManager::start() {
   if (text.rfind("ok ", 0) != 0) {
     reap_server(child, shutdown_step);  // it reported its failure and is on its way out
     close_internal_fd(lifeline[1]);
-    throw ProcessError("the manager's server failed to start: " +
-                       (text.empty() ? std::string("it exited") : text.substr(text.find(' ') + 1)));
+    throw_start_failure(text);
   }
   state_->server = child;
   state_->lifeline = lifeline[1];

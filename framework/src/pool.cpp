@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <iostream>
+#include <system_error>
 
 #include "actors_plugin.hpp"
 #include "launch.hpp"
@@ -123,11 +124,13 @@ public:
 
 private:
   enum class state { running, closed, terminated };
+  enum class queue_end { back, front };
 
   void result_loop();
   void handle_events(const epoll_event* events, int n);
   void read_answers(worker& w);
   void handle_answer(worker& w, std::string_view frame);
+  void add_pending(chunk_ref ref, queue_end end);
   void dispatch();
   void send_chunk(worker& w, chunk_ref ref);
   void flush(worker& w);
@@ -192,7 +195,12 @@ void pool_core::start() {
   {
     // result_loop() takes m_ first, so it sees result_thread_id_ set.
     std::lock_guard lk(m_);
-    result_thread_ = std::thread([this] { result_loop(); });
+    try {
+      result_thread_ = std::thread([this] { result_loop(); });
+    } catch (const std::system_error& e) {  // at a thread limit (RLIMIT_NPROC, a cgroup's pids.max)
+      throw OSError(std::string("cannot start the pool's result thread: ") + e.code().message(),
+                    e.code().value());
+    }
     result_thread_id_ = result_thread_.get_id();
   }
   supervisor_ =
@@ -274,7 +282,7 @@ bool pool_core::settle_exit(std::size_t slot) {
     // Answers come in order and a worker answers a chunk before starting the next, so the
     // first unanswered chunk is the one it died in; the others never started: run them again.
     fail_chunk(w.inflight.front(), error_ptr(errc::worker_lost, describe_exit(w.pid, code), std::to_string(code)));
-    for (auto it = w.inflight.rbegin(); it != w.inflight.rend() - 1; ++it) pending_.push_front(*it);
+    for (auto it = w.inflight.rbegin(); it != w.inflight.rend() - 1; ++it) add_pending(*it, queue_end::front);
     in_flight_ -= w.inflight.size();
     w.inflight.clear();
   }
@@ -302,6 +310,18 @@ void pool_core::break_pool(const std::string& why) {
   }
 }
 
+// A broken pool starts no worker and nothing serves its pending list: a chunk that would wait
+// there fails at once, the unstarted chunks of a worker that dies after the break too.
+void pool_core::add_pending(chunk_ref ref, queue_end end) {
+  if (!broken_.empty()) {
+    fail_chunk(ref, error_ptr(errc::broken_pool, broken_));
+  } else if (end == queue_end::front) {
+    pending_.push_front(std::move(ref));
+  } else {
+    pending_.push_back(std::move(ref));
+  }
+}
+
 std::vector<pid_t> pool_core::pids() const {
   check_owner();
   std::lock_guard lk(m_);
@@ -325,13 +345,7 @@ void pool_core::submit(std::shared_ptr<submission> sub) {
     finish(j);
     return;
   }
-  for (std::size_t i = 0; i < sub->chunks.size(); ++i) {
-    if (broken_.empty()) {
-      pending_.push_back({sub, i});
-    } else {
-      fail_chunk({sub, i}, error_ptr(errc::broken_pool, broken_));
-    }
-  }
+  for (std::size_t i = 0; i < sub->chunks.size(); ++i) add_pending({sub, i}, queue_end::back);
   dispatch();
 }
 
