@@ -14,6 +14,8 @@ readonly PACKAGES=(
   libcli11-dev                       # demo command-line flags
   ccache                             # faster rebuilds (the build works without it)
   python3                            # interop tests and benchmarks against CPython
+  pkgconf                            # the test of multiproc.pc
+  dpkg-dev file                      # cpack -G DEB: dpkg-shlibdeps, and file to find the libraries
   iproute2                           # two-host tests in network namespaces
 )
 
