@@ -200,6 +200,24 @@ void expect_broken_barrier(mp::Barrier barrier) {
   throw mp::SystemExit{2};
 }
 
+// Exits 0 when a barrier wait without a timeout ends in BrokenBarrierError (the test bounds it
+// by joining).
+void expect_broken_barrier_untimed(mp::Barrier barrier) {
+  try {
+    barrier.wait();
+  } catch (const mp::BrokenBarrierError&) {
+    return;
+  }
+  throw mp::SystemExit{2};
+}
+
+// Waits at the barrier; the test kills it there (or stops it and kills it once released).
+void wait_at_barrier_until_killed(mp::Barrier barrier) {
+  barrier.wait(patience);
+  mp::Event().wait(patience);
+  throw mp::SystemExit{3};
+}
+
 // Spins (bounded) until the barrier has n waiters: the waiters are other processes.
 bool await_waiters(const mp::Barrier& barrier, int n) {
   auto deadline = std::chrono::steady_clock::now() + patience;
@@ -524,6 +542,83 @@ TEST_CASE("barrier: a wait that times out breaks the barrier for the others too"
   CHECK_THROWS_AS(barrier.wait(), mp::BrokenBarrierError);
   CHECK(barrier.broken());
   CHECK(team.join_all() == std::vector<int>{0});
+}
+
+// Issue 11.6 (repro_barrier_dead_party): a party killed inside wait() stayed counted, so the
+// barrier never released or drained again, and even wait(timeout) after reset() blocked for good.
+TEST_CASE("barrier: a party killed inside wait() breaks the barrier for the party waiting with it",
+          "[barrier][robust][ipc]") {
+  bool victim_first = GENERATE(true, false);
+  mp::Barrier barrier(3);
+  Team team;
+  int started = 0;
+  for (bool victim : {victim_first, !victim_first}) {
+    if (victim)
+      team.start(wait_at_barrier_until_killed, barrier);
+    else
+      team.start(expect_broken_barrier_untimed, barrier);
+    REQUIRE(await_waiters(barrier, ++started));
+  }
+  auto& victim = team[victim_first ? 0 : 1];
+  auto& survivor = team[victim_first ? 1 : 0];
+  victim.kill();
+  join_or_kill(victim);
+  join_or_kill(survivor);
+  CHECK(survivor.exitcode() == 0);
+  CHECK(barrier.broken());
+  CHECK_THROWS_AS(barrier.wait(patience), mp::BrokenBarrierError);
+  barrier.reset();
+  mp::Array<int> indices(3);
+  Team again;
+  again.start(wait_at_barrier, barrier, indices, 0);
+  again.start(wait_at_barrier, barrier, indices, 1);
+  indices[2] = barrier.wait(patience);
+  CHECK(again.join_all() == std::vector<int>{0, 0});
+  auto got = indices.to_vector();
+  CHECK(std::set<int>(got.begin(), got.end()) == std::set<int>{0, 1, 2});
+}
+
+TEST_CASE("barrier: after a party died waiting alone, the next arrival finds it broken, "
+          "wait(timeout) keeps its timeout and reset() makes it usable",
+          "[barrier][robust][ipc]") {
+  mp::Barrier barrier(2);
+  Team dead;
+  auto& victim = dead.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  victim.kill();
+  join_or_kill(victim);
+  CHECK_THROWS_AS(barrier.wait(patience), mp::BrokenBarrierError);
+  barrier.reset();
+  CHECK_FALSE(barrier.broken());
+  CHECK(barrier.n_waiting() == 0);
+  CHECK_THROWS_AS(barrier.wait(20ms), mp::BrokenBarrierError);  // nobody else comes: it times out
+  barrier.reset();
+  mp::Array<int> indices(2);
+  Team team;
+  team.start(wait_at_barrier, barrier, indices, 0);
+  indices[1] = barrier.wait(patience);
+  CHECK(team.join_all() == std::vector<int>{0});
+  CHECK(std::set<int>{indices[0], indices[1]} == std::set<int>{0, 1});
+}
+
+TEST_CASE("barrier: a party killed after its release but before it left wait() does not hold up the "
+          "next round",
+          "[barrier][robust][ipc]") {
+  mp::Barrier barrier(2);
+  Team dead;
+  auto& victim = dead.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  stop_process(victim);  // released below, it cannot leave wait() before it dies
+  CHECK(barrier.wait(patience) == 1);
+  victim.kill();
+  join_or_kill(victim);
+  mp::Array<int> indices(2);
+  Team team;
+  team.start(wait_at_barrier, barrier, indices, 0);
+  indices[1] = barrier.wait(patience);
+  CHECK(team.join_all() == std::vector<int>{0});
+  CHECK(std::set<int>{indices[0], indices[1]} == std::set<int>{0, 1});
+  CHECK_FALSE(barrier.broken());
 }
 
 TEST_CASE("barrier: an action that throws breaks the barrier and reaches the last waiter", "[barrier]") {
