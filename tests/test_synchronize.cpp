@@ -3,7 +3,10 @@
 // when a holder is killed.
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cstdio>
 #include <filesystem>
@@ -228,6 +231,48 @@ bool await_waiters(const mp::Barrier& barrier, int n) {
       std::this_thread::yield();
   return true;
 }
+
+// SIGALRM at the calling thread every millisecond from a POSIX timer, caught by a handler
+// installed without SA_RESTART: every blocking call of the thread meets EINTR again and again.
+// The storm ends by itself after `signals` signals, so that a wait that restarted its whole
+// timeout on each EINTR would still end, after the storm.
+class SignalStorm {
+public:
+  explicit SignalStorm(int signals) {
+    left_ = signals;
+    delivered_ = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    REQUIRE(::sigaction(SIGALRM, &sa, &previous_) == 0);
+    sigevent at_this_thread{};
+    at_this_thread.sigev_notify = SIGEV_THREAD_ID;
+    at_this_thread.sigev_signo = SIGALRM;
+    at_this_thread._sigev_un._tid = ::gettid();
+    REQUIRE(::timer_create(CLOCK_MONOTONIC, &at_this_thread, &timer_) == 0);
+    itimerspec every_ms{{0, 1'000'000}, {0, 1'000'000}};
+    REQUIRE(::timer_settime(timer_, 0, &every_ms, nullptr) == 0);
+  }
+  ~SignalStorm() {
+    ::timer_delete(timer_);
+    ::sigaction(SIGALRM, &previous_, nullptr);
+  }
+  SignalStorm(const SignalStorm&) = delete;
+  SignalStorm& operator=(const SignalStorm&) = delete;
+  bool raging() const { return left_ > 0; }
+  int delivered() const { return delivered_; }
+
+private:
+  static void on_signal(int) {
+    ++delivered_;
+    if (--left_ == 0) {
+      itimerspec off{};
+      ::timer_settime(timer_, 0, &off, nullptr);
+    }
+  }
+  static inline std::atomic<int> left_{0}, delivered_{0};
+  static inline timer_t timer_{};
+  struct sigaction previous_ {};
+};
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -626,6 +671,51 @@ TEST_CASE("barrier: an action that throws breaks the barrier and reaches the las
   CHECK_THROWS_WITH(barrier.wait(), "action failed");
   CHECK(barrier.broken());
   CHECK(barrier.parties() == 1);
+}
+
+// Issue 11.7 (repro_eintr_timeout), for the waits of this header: each computes what is left of
+// its deadline after an EINTR rather than starting its timeout again.
+TEST_CASE("synchronize: every timed wait ends at its deadline under a storm of signals (EINTR)",
+          "[lock][rlock][semaphore][condition][event][barrier][eintr][ipc]") {
+  mp::Lock lock;
+  mp::RLock rlock;
+  mp::Event holding_lock, holding_rlock, may_release;
+  Team holders;
+  holders.start(hold_until_told<mp::Lock>, lock, holding_lock, may_release);
+  holders.start(hold_until_told<mp::RLock>, rlock, holding_rlock, may_release);
+  REQUIRE(holding_lock.wait(patience));
+  REQUIRE(holding_rlock.wait(patience));
+  mp::Semaphore empty(0);
+  mp::Event unset;
+  mp::Condition cond;
+  mp::Barrier barrier(2);
+  constexpr auto timeout = 100ms;
+  std::pair<const char*, std::function<bool()>> waits[] = {
+      {"Lock.acquire", [&] { return lock.acquire(timeout); }},
+      {"RLock.acquire", [&] { return rlock.acquire(timeout); }},
+      {"Semaphore.acquire", [&] { return empty.acquire(timeout); }},
+      {"Event.wait", [&] { return unset.wait(timeout); }},
+      {"Condition.wait", [&] { std::lock_guard g(cond); return cond.wait(timeout); }},
+      {"Condition.wait_for", [&] { std::lock_guard g(cond); return cond.wait_for([] { return false; }, timeout); }},
+      {"Barrier.wait", [&] {
+         try {
+           barrier.wait(timeout);
+         } catch (const mp::BrokenBarrierError&) {
+           return false;
+         }
+         return true;
+       }}};
+  for (auto& [name, timed_wait] : waits) {
+    INFO(name);
+    SignalStorm storm(3000);
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(timed_wait());
+    CHECK(std::chrono::steady_clock::now() - t0 >= timeout);
+    CHECK(storm.raging());  // it ended at its deadline, not once the signals stopped
+    CHECK(storm.delivered() > 10);
+  }
+  may_release.set();
+  CHECK(holders.join_all() == std::vector<int>{0, 0});
 }
 
 TEST_CASE("synchronize: the locks work with std::lock_guard, std::scoped_lock and std::unique_lock",
