@@ -712,7 +712,7 @@ TEST_CASE("synchronize: every timed wait ends at its deadline under a storm of s
     CHECK_FALSE(timed_wait());
     CHECK(std::chrono::steady_clock::now() - t0 >= timeout);
     CHECK(storm.raging());  // it ended at its deadline, not once the signals stopped
-    CHECK(storm.delivered() > 10);
+    CHECK(storm.delivered() > 0);  // ~100 unless the machine is busy: a pending one is merged
   }
   may_release.set();
   CHECK(holders.join_all() == std::vector<int>{0, 0});

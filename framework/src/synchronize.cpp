@@ -128,14 +128,11 @@ struct BarrierState {
   pthread_mutex_t lock;
   std::atomic<barrier_phase> phase{barrier_phase::filling};
   std::atomic<int> count{0};  // parties inside wait(): the slots held
-  FutexWord changes{0};       // bumped on every change a sleeper waits for
+  WaitChannel changes;        // notified on every change a sleeper waits for
 
   // --- all below under the lock ---
 
-  void notify(int sleepers = INT_MAX) {
-    changes.fetch_add(1);
-    futex_wake(changes, sleepers);
-  }
+  void notify(int sleepers = INT_MAX) { changes.notify(sleepers); }
   void break_round() {
     phase = barrier_phase::broken;
     notify();
@@ -193,8 +190,7 @@ struct BarrierState {
   // left) or the deadline; takes the lock back. false on timeout. own: the caller's slot or -1.
   bool sleep(int own, Deadline deadline) {
     std::array<FutexWatch, max_futex_watches> watches;
-    std::size_t n = 0;
-    watches[n++] = {&changes, changes.load()};
+    std::size_t n = 1;  // watches[0]: changes
     for (int i = 1; i <= parties && n < watches.size(); ++i) {
       int other = (own + i) % parties;
       if (other == own) continue;
@@ -205,8 +201,10 @@ struct BarrierState {
       if (value & FUTEX_OWNER_DIED) return true;  // a death to reap first
       if (value != 0) watches[n++] = {&word, value};
     }
+    watches[0] = {&changes.seq, changes.prepare()};
     unlock_robust(lock);
     bool in_time = futex_wait_any(std::span(watches.data(), n), deadline);
+    changes.done();
     lock_robust(lock, std::nullopt);
     return in_time;
   }
@@ -439,7 +437,7 @@ void Barrier::release_all_waiting() {
 
 void Barrier::wait_for_release(int own, detail::Deadline deadline) {
   auto& s = *state_;
-  if (s.count > 1) s.notify(1);  // one sleeper wakes to watch this party too
+  s.notify(1);  // one sleeper wakes to watch this party too
   for (bool in_time = true;; in_time = s.sleep(own, deadline)) {
     s.reap_dead_parties();
     if (s.phase != barrier_phase::filling) break;
