@@ -646,6 +646,23 @@ TEST_CASE("barrier: after a party died waiting alone, the next arrival finds it 
   CHECK(std::set<int>{indices[0], indices[1]} == std::set<int>{0, 1});
 }
 
+TEST_CASE("barrier: a party killed while it runs the action breaks the barrier for the others",
+          "[barrier][robust][ipc]") {
+  mp::Event in_action, never;
+  mp::Barrier barrier(2, [in_action, never]() mutable {
+    in_action.set();
+    never.wait(patience);
+  });
+  Team team;
+  team.start(expect_broken_barrier_untimed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  team.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(in_action.wait(patience));
+  team[1].kill();
+  CHECK(team.join_all() == std::vector<int>{0, -SIGKILL});
+  CHECK(barrier.broken());
+}
+
 TEST_CASE("barrier: a party killed after its release but before it left wait() does not hold up the "
           "next round",
           "[barrier][robust][ipc]") {
