@@ -107,7 +107,9 @@ bool futex_wait_any(std::span<const FutexWatch> watches, Deadline deadline) {
     waiters[i].flags = FUTEX_32;  // not FUTEX_PRIVATE_FLAG: the words are shared between processes
   }
   long r = ::syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(n), 0u, abs, CLOCK_MONOTONIC);
-  if (!(r == -1 && errno == ENOSYS)) return !(r == -1 && errno == ETIMEDOUT);
+  if (r >= 0 || errno == EAGAIN || errno == EINTR) return true;
+  if (errno == ETIMEDOUT) return false;
+  // ENOSYS before Linux 5.16, EPERM under a seccomp filter that does not know the call
 #endif
   return futex_wait(*watches.front().word, watches.front().expected, deadline);
 }

@@ -59,7 +59,8 @@ struct FutexWatch {
 };
 inline constexpr std::size_t max_futex_watches = 128;  // the kernel's FUTEX_WAITV_MAX
 // futex_wait on up to max_futex_watches words at once: returns when any of them is woken or does
-// not hold its expected value. Kernels older than 5.16 (no futex_waitv) sleep on the first only.
+// not hold its expected value. Where futex_waitv is missing (Linux before 5.16) or refused (a
+// seccomp filter), it sleeps on the first word only.
 bool futex_wait_any(std::span<const FutexWatch> watches, Deadline deadline);
 
 // The futex word of a robust mutex (kernel ABI: owner's thread id | FUTEX_WAITERS |

@@ -200,8 +200,8 @@ private:
 // throws, or a party that dies inside wait() (even by SIGKILL) breaks the barrier: every waiter,
 // current and future, gets BrokenBarrierError until reset(). A party that dies after the round
 // released it no longer counts. The action is a copy in each process: it runs in whichever
-// process arrives last. (Waiters learn of a death at once on Linux 5.16 and later, which have
-// futex_waitv; on older kernels, at the next arrival, reset() or timeout.)
+// process arrives last. (Waiters learn of a death at once where the kernel has futex_waitv,
+// Linux 5.16 and later; elsewhere at the next arrival, reset() or timeout.)
 class Barrier {
 public:
   Barrier(int parties, std::function<void()> action = {}, OptionalTimeout timeout = {});
