@@ -3,7 +3,10 @@
 // when a holder is killed.
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cstdio>
 #include <filesystem>
@@ -200,6 +203,24 @@ void expect_broken_barrier(mp::Barrier barrier) {
   throw mp::SystemExit{2};
 }
 
+// Exits 0 when a barrier wait without a timeout ends in BrokenBarrierError (the test bounds it
+// by joining).
+void expect_broken_barrier_untimed(mp::Barrier barrier) {
+  try {
+    barrier.wait();
+  } catch (const mp::BrokenBarrierError&) {
+    return;
+  }
+  throw mp::SystemExit{2};
+}
+
+// Waits at the barrier; the test kills it there (or stops it and kills it once released).
+void wait_at_barrier_until_killed(mp::Barrier barrier) {
+  barrier.wait(patience);
+  mp::Event().wait(patience);
+  throw mp::SystemExit{3};
+}
+
 // Spins (bounded) until the barrier has n waiters: the waiters are other processes.
 bool await_waiters(const mp::Barrier& barrier, int n) {
   auto deadline = std::chrono::steady_clock::now() + patience;
@@ -210,6 +231,48 @@ bool await_waiters(const mp::Barrier& barrier, int n) {
       std::this_thread::yield();
   return true;
 }
+
+// SIGALRM at the calling thread every millisecond from a POSIX timer, caught by a handler
+// installed without SA_RESTART: every blocking call of the thread meets EINTR again and again.
+// The storm ends by itself after `signals` signals, so that a wait that restarted its whole
+// timeout on each EINTR would still end, after the storm.
+class SignalStorm {
+public:
+  explicit SignalStorm(int signals) {
+    left_ = signals;
+    delivered_ = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    REQUIRE(::sigaction(SIGALRM, &sa, &previous_) == 0);
+    sigevent at_this_thread{};
+    at_this_thread.sigev_notify = SIGEV_THREAD_ID;
+    at_this_thread.sigev_signo = SIGALRM;
+    at_this_thread._sigev_un._tid = ::gettid();
+    REQUIRE(::timer_create(CLOCK_MONOTONIC, &at_this_thread, &timer_) == 0);
+    itimerspec every_ms{{0, 1'000'000}, {0, 1'000'000}};
+    REQUIRE(::timer_settime(timer_, 0, &every_ms, nullptr) == 0);
+  }
+  ~SignalStorm() {
+    ::timer_delete(timer_);
+    ::sigaction(SIGALRM, &previous_, nullptr);
+  }
+  SignalStorm(const SignalStorm&) = delete;
+  SignalStorm& operator=(const SignalStorm&) = delete;
+  bool raging() const { return left_ > 0; }
+  int delivered() const { return delivered_; }
+
+private:
+  static void on_signal(int) {
+    ++delivered_;
+    if (--left_ == 0) {
+      itimerspec off{};
+      ::timer_settime(timer_, 0, &off, nullptr);
+    }
+  }
+  static inline std::atomic<int> left_{0}, delivered_{0};
+  static inline timer_t timer_{};
+  struct sigaction previous_ {};
+};
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -526,11 +589,150 @@ TEST_CASE("barrier: a wait that times out breaks the barrier for the others too"
   CHECK(team.join_all() == std::vector<int>{0});
 }
 
+// Issue 11.6 (repro_barrier_dead_party): a party killed inside wait() stayed counted, so the
+// barrier never released or drained again, and even wait(timeout) after reset() blocked for good.
+TEST_CASE("barrier: a party killed inside wait() breaks the barrier for the party waiting with it",
+          "[barrier][robust][ipc]") {
+  bool victim_first = GENERATE(true, false);
+  mp::Barrier barrier(3);
+  Team team;
+  int started = 0;
+  for (bool victim : {victim_first, !victim_first}) {
+    if (victim)
+      team.start(wait_at_barrier_until_killed, barrier);
+    else
+      team.start(expect_broken_barrier_untimed, barrier);
+    REQUIRE(await_waiters(barrier, ++started));
+  }
+  auto& victim = team[victim_first ? 0 : 1];
+  auto& survivor = team[victim_first ? 1 : 0];
+  victim.kill();
+  join_or_kill(victim);
+  join_or_kill(survivor);
+  CHECK(survivor.exitcode() == 0);
+  CHECK(barrier.broken());
+  CHECK_THROWS_AS(barrier.wait(patience), mp::BrokenBarrierError);
+  barrier.reset();
+  mp::Array<int> indices(3);
+  Team again;
+  again.start(wait_at_barrier, barrier, indices, 0);
+  again.start(wait_at_barrier, barrier, indices, 1);
+  indices[2] = barrier.wait(patience);
+  CHECK(again.join_all() == std::vector<int>{0, 0});
+  auto got = indices.to_vector();
+  CHECK(std::set<int>(got.begin(), got.end()) == std::set<int>{0, 1, 2});
+}
+
+TEST_CASE("barrier: after a party died waiting alone, the next arrival finds it broken, "
+          "wait(timeout) keeps its timeout and reset() makes it usable",
+          "[barrier][robust][ipc]") {
+  mp::Barrier barrier(2);
+  Team dead;
+  auto& victim = dead.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  victim.kill();
+  join_or_kill(victim);
+  CHECK_THROWS_AS(barrier.wait(patience), mp::BrokenBarrierError);
+  barrier.reset();
+  CHECK_FALSE(barrier.broken());
+  CHECK(barrier.n_waiting() == 0);
+  CHECK_THROWS_AS(barrier.wait(20ms), mp::BrokenBarrierError);  // nobody else comes: it times out
+  barrier.reset();
+  mp::Array<int> indices(2);
+  Team team;
+  team.start(wait_at_barrier, barrier, indices, 0);
+  indices[1] = barrier.wait(patience);
+  CHECK(team.join_all() == std::vector<int>{0});
+  CHECK(std::set<int>{indices[0], indices[1]} == std::set<int>{0, 1});
+}
+
+TEST_CASE("barrier: a party killed while it runs the action breaks the barrier for the others",
+          "[barrier][robust][ipc]") {
+  mp::Event in_action, never;
+  mp::Barrier barrier(2, [in_action, never]() mutable {
+    in_action.set();
+    never.wait(patience);
+  });
+  Team team;
+  team.start(expect_broken_barrier_untimed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  team.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(in_action.wait(patience));
+  team[1].kill();
+  CHECK(team.join_all() == std::vector<int>{0, -SIGKILL});
+  CHECK(barrier.broken());
+}
+
+TEST_CASE("barrier: a party killed after its release but before it left wait() does not hold up the "
+          "next round",
+          "[barrier][robust][ipc]") {
+  mp::Barrier barrier(2);
+  Team dead;
+  auto& victim = dead.start(wait_at_barrier_until_killed, barrier);
+  REQUIRE(await_waiters(barrier, 1));
+  stop_process(victim);  // released below, it cannot leave wait() before it dies
+  CHECK(barrier.wait(patience) == 1);
+  victim.kill();
+  join_or_kill(victim);
+  mp::Array<int> indices(2);
+  Team team;
+  team.start(wait_at_barrier, barrier, indices, 0);
+  indices[1] = barrier.wait(patience);
+  CHECK(team.join_all() == std::vector<int>{0});
+  CHECK(std::set<int>{indices[0], indices[1]} == std::set<int>{0, 1});
+  CHECK_FALSE(barrier.broken());
+}
+
 TEST_CASE("barrier: an action that throws breaks the barrier and reaches the last waiter", "[barrier]") {
   mp::Barrier barrier(1, [] { throw std::runtime_error("action failed"); });
   CHECK_THROWS_WITH(barrier.wait(), "action failed");
   CHECK(barrier.broken());
   CHECK(barrier.parties() == 1);
+}
+
+// Issue 11.7 (repro_eintr_timeout), for the waits of this header: each computes what is left of
+// its deadline after an EINTR rather than starting its timeout again.
+TEST_CASE("synchronize: every timed wait ends at its deadline under a storm of signals (EINTR)",
+          "[lock][rlock][semaphore][condition][event][barrier][eintr][ipc]") {
+  mp::Lock lock;
+  mp::RLock rlock;
+  mp::Event holding_lock, holding_rlock, may_release;
+  Team holders;
+  holders.start(hold_until_told<mp::Lock>, lock, holding_lock, may_release);
+  holders.start(hold_until_told<mp::RLock>, rlock, holding_rlock, may_release);
+  REQUIRE(holding_lock.wait(patience));
+  REQUIRE(holding_rlock.wait(patience));
+  mp::Semaphore empty(0);
+  mp::Event unset;
+  mp::Condition cond;
+  mp::Barrier barrier(2);
+  constexpr auto timeout = 100ms;
+  std::pair<const char*, std::function<bool()>> waits[] = {
+      {"Lock.acquire", [&] { return lock.acquire(timeout); }},
+      {"RLock.acquire", [&] { return rlock.acquire(timeout); }},
+      {"Semaphore.acquire", [&] { return empty.acquire(timeout); }},
+      {"Event.wait", [&] { return unset.wait(timeout); }},
+      {"Condition.wait", [&] { std::lock_guard g(cond); return cond.wait(timeout); }},
+      {"Condition.wait_for", [&] { std::lock_guard g(cond); return cond.wait_for([] { return false; }, timeout); }},
+      {"Barrier.wait", [&] {
+         try {
+           barrier.wait(timeout);
+         } catch (const mp::BrokenBarrierError&) {
+           return false;
+         }
+         return true;
+       }}};
+  for (auto& [name, timed_wait] : waits) {
+    INFO(name);
+    SignalStorm storm(3000);
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(timed_wait());
+    CHECK(std::chrono::steady_clock::now() - t0 >= timeout);
+    CHECK(storm.raging());  // it ended at its deadline, not once the signals stopped
+    CHECK(storm.delivered() > 0);  // ~100 unless the machine is busy: a pending one is merged
+  }
+  may_release.set();
+  CHECK(holders.join_all() == std::vector<int>{0, 0});
 }
 
 TEST_CASE("synchronize: the locks work with std::lock_guard, std::scoped_lock and std::unique_lock",

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -88,6 +89,29 @@ bool futex_wait(FutexWord& word, std::uint32_t expected, Deadline deadline) {
   long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, abs,
                      nullptr, FUTEX_BITSET_MATCH_ANY);
   return !(r == -1 && errno == ETIMEDOUT);
+}
+
+bool futex_wait_any(std::span<const FutexWatch> watches, Deadline deadline) {
+  timespec ts{};
+  timespec* abs = nullptr;
+  if (deadline) {
+    ts = to_timespec(*deadline);
+    abs = &ts;
+  }
+#ifdef SYS_futex_waitv
+  futex_waitv waiters[max_futex_watches]{};
+  auto n = std::min(watches.size(), max_futex_watches);
+  for (std::size_t i = 0; i < n; ++i) {
+    waiters[i].val = watches[i].expected;
+    waiters[i].uaddr = reinterpret_cast<std::uintptr_t>(watches[i].word);
+    waiters[i].flags = FUTEX_32;  // not FUTEX_PRIVATE_FLAG: the words are shared between processes
+  }
+  long r = ::syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(n), 0u, abs, CLOCK_MONOTONIC);
+  if (r >= 0 || errno == EAGAIN || errno == EINTR) return true;
+  if (errno == ETIMEDOUT) return false;
+  // ENOSYS before Linux 5.16, EPERM under a seccomp filter that does not know the call
+#endif
+  return futex_wait(*watches.front().word, watches.front().expected, deadline);
 }
 
 void futex_wake(FutexWord& word, int count) {

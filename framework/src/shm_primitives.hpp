@@ -11,6 +11,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <span>
 
 #include "multiproc/detail/wire.hpp"
 
@@ -50,6 +51,26 @@ static_assert(sizeof(FutexWord) == 4 && FutexWord::is_always_lock_free);
 // of true may be spurious, so callers re-check their condition.
 bool futex_wait(FutexWord& word, std::uint32_t expected, Deadline deadline);
 void futex_wake(FutexWord& word, int count = INT_MAX);
+
+// One word of a wait on several, and the value it must still hold for the caller to sleep.
+struct FutexWatch {
+  FutexWord* word;
+  std::uint32_t expected;
+};
+inline constexpr std::size_t max_futex_watches = 128;  // the kernel's FUTEX_WAITV_MAX
+// futex_wait on up to max_futex_watches words at once: returns when any of them is woken or does
+// not hold its expected value. Where futex_waitv is missing (Linux before 5.16) or refused (a
+// seccomp filter), it sleeps on the first word only.
+bool futex_wait_any(std::span<const FutexWatch> watches, Deadline deadline);
+
+// The futex word of a robust mutex (kernel ABI: owner's thread id | FUTEX_WAITERS |
+// FUTEX_OWNER_DIED). When the owner dies holding the mutex, the kernel clears the id, sets
+// FUTEX_OWNER_DIED and, if FUTEX_WAITERS is set, wakes one waiter of the word: setting that bit
+// and sleeping on the word is how a process waits for another to die.
+inline FutexWord& robust_word(pthread_mutex_t& m) noexcept {
+  static_assert(sizeof(m.__data.__lock) == sizeof(FutexWord));
+  return *reinterpret_cast<FutexWord*>(&m.__data.__lock);
+}
 
 // A sequence word plus a count of sleepers, so that wakers skip the syscall when nobody sleeps.
 // Waiter: `auto seq = c.prepare(); if (!condition) c.wait(seq, deadline); c.done();` — waker:

@@ -1,9 +1,13 @@
 #include "multiproc/synchronize.hpp"
 
+#include <linux/futex.h>
+
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <utility>
 
 #include "multiproc/detail/shm.hpp"
@@ -98,10 +102,112 @@ struct EventState {
 // Python's threading.Barrier state machine: filling, draining after a release, resetting while
 // waiters leave, broken.
 enum class barrier_phase : int { filling = 0, draining = 1, resetting = -1, broken = -2 };
-// Written under the barrier's lock; atomic so that n_waiting() and broken() may read unlocked.
+
+// Each party inside wait() holds a slot, a robust mutex, from its arrival until it leaves, so that
+// its death is seen: the kernel marks the slot (FUTEX_OWNER_DIED) and wakes a waiter that watches
+// it. Sleepers watch every other held slot (up to max_futex_watches - 1 of them) besides
+// `changes`, and each arrival wakes one sleeper to watch the newcomer too.
+struct BarrierSlot {
+  BarrierSlot() { init_robust_mutex(held, mutex_kind::normal); }
+  pthread_mutex_t held;
+};
+
+// Lives in one mapping followed by its `parties` slots. phase and count are written under the
+// lock; atomic so that n_waiting() and broken() may read them unlocked.
 struct BarrierState {
+  explicit BarrierState(int n) : parties(n) {
+    init_robust_mutex(lock, mutex_kind::normal);
+    for (int i = 0; i < parties; ++i) ::new (&slot(i)) BarrierSlot;
+  }
+  static std::size_t bytes(int parties) {
+    return sizeof(BarrierState) + sizeof(BarrierSlot) * static_cast<std::size_t>(parties);
+  }
+  BarrierSlot& slot(int i) { return reinterpret_cast<BarrierSlot*>(this + 1)[i]; }
+
+  const int parties;
+  pthread_mutex_t lock;
   std::atomic<barrier_phase> phase{barrier_phase::filling};
-  std::atomic<int> count{0};  // waiters inside wait()
+  std::atomic<int> count{0};  // parties inside wait(): the slots held
+  WaitChannel changes;        // notified on every change a sleeper waits for
+
+  // --- all below under the lock ---
+
+  void notify(int sleepers = INT_MAX) { changes.notify(sleepers); }
+  void break_round() {
+    phase = barrier_phase::broken;
+    notify();
+  }
+  // The last party out of a released or reset round reopens the barrier.
+  void reopen_if_empty() {
+    if (count == 0 && (phase == barrier_phase::draining || phase == barrier_phase::resetting)) {
+      phase = barrier_phase::filling;
+      notify();
+    }
+  }
+
+  // Frees the slots of parties that died inside wait(). A round being filled cannot complete
+  // without them: it breaks. A round draining or resetting no longer waits for them.
+  void reap_dead_parties() {
+    bool died = false;
+    for (int i = 0; i < parties; ++i) {
+      auto& held = slot(i).held;
+      if (!(robust_word(held).load() & FUTEX_OWNER_DIED)) continue;
+      if (try_lock_robust(held) == lock_result::acquired) unlock_robust(held);  // made consistent
+      died = true;
+    }
+    if (!died) return;
+    int inside = 0;
+    for (int i = 0; i < parties; ++i) inside += robust_word(slot(i).held).load() != 0;
+    count = inside;
+    if (phase == barrier_phase::filling)
+      break_round();
+    else
+      reopen_if_empty();
+  }
+
+  // Takes a free slot for a party joining the round; returns the slot.
+  int arrive() {
+    for (int i = 0; i < parties; ++i) {
+      int candidate = (count + i) % parties;
+      auto& held = slot(candidate).held;
+      // Only a slot nobody holds: try-locking a held one whose holder just died would take its
+      // death over unseen.
+      if (robust_word(held).load() == 0 && try_lock_robust(held) == lock_result::acquired) {
+        ++count;
+        return candidate;
+      }
+    }
+    break_round();
+    throw BrokenBarrierError("no free party slot: the barrier's state is corrupt; it is now broken");
+  }
+  void leave(int own) {
+    --count;
+    unlock_robust(slot(own).held);
+    reopen_if_empty();
+  }
+
+  // Releases the lock and sleeps until a change is notified, a party's slot changes (it died or
+  // left) or the deadline; takes the lock back. false on timeout. own: the caller's slot or -1.
+  bool sleep(int own, Deadline deadline) {
+    std::array<FutexWatch, max_futex_watches> watches;
+    std::size_t n = 1;  // watches[0]: changes
+    for (int i = 1; i <= parties && n < watches.size(); ++i) {
+      int other = (own + i) % parties;
+      if (other == own) continue;
+      auto& word = robust_word(slot(other).held);
+      auto value = word.load();
+      while (value != 0 && !(value & FUTEX_WAITERS) && !(value & FUTEX_OWNER_DIED))
+        if (word.compare_exchange_weak(value, value | FUTEX_WAITERS)) value |= FUTEX_WAITERS;
+      if (value & FUTEX_OWNER_DIED) return true;  // a death to reap first
+      if (value != 0) watches[n++] = {&word, value};
+    }
+    watches[0] = {&changes.seq, changes.prepare()};
+    unlock_robust(lock);
+    bool in_time = futex_wait_any(std::span(watches.data(), n), deadline);
+    changes.done();
+    lock_robust(lock, std::nullopt);
+    return in_time;
+  }
 };
 
 }  // namespace detail
@@ -269,95 +375,96 @@ bool Event::wait_until(detail::Deadline deadline) {
       s.channel, [&] { return s.flag.load() != 0; }, deadline);
 }
 
-// --- Barrier (Python's threading.Barrier, over a process-shared Condition) ---------------------
+// --- Barrier (Python's threading.Barrier) -----------------------------------------------------
 
 using detail::barrier_phase;
 
-Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout timeout)
-    : parties_(parties),
-      action_(std::move(action)),
-      timeout_(timeout),
-      state_(detail::make_shared_object<detail::BarrierState>()) {
+namespace {
+std::shared_ptr<detail::BarrierState> make_barrier_state(int parties) {
   if (parties < 1) throw ValueError("a Barrier needs at least one party");
+  auto mapping = detail::map_shared(detail::BarrierState::bytes(parties));
+  auto* state = ::new (mapping.get()) detail::BarrierState(parties);
+  return std::shared_ptr<detail::BarrierState>(std::move(mapping), state);
 }
+}  // namespace
+
+Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout timeout)
+    : parties_(parties), action_(std::move(action)), timeout_(timeout), state_(make_barrier_state(parties)) {}
 
 int Barrier::wait() { return wait_until(timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{}); }
 
 int Barrier::wait_until(detail::Deadline deadline) {
-  std::unique_lock guard(cond_);
   auto& s = *state_;
+  detail::RobustGuard guard(s.lock);
   // Block while the previous round drains or a reset completes.
-  cond_.wait_for([&] { return s.phase != barrier_phase::draining && s.phase != barrier_phase::resetting; });
+  for (bool in_time = true;; in_time = s.sleep(-1, deadline)) {
+    s.reap_dead_parties();
+    if (s.phase != barrier_phase::draining && s.phase != barrier_phase::resetting) break;
+    if (!in_time) {
+      s.break_round();
+      throw BrokenBarrierError("timed out waiting for the barrier's previous round; it is now broken");
+    }
+  }
   if (s.phase == barrier_phase::broken) throw BrokenBarrierError("the barrier is broken");
-  int index = s.count++;
+  int index = s.count;
+  int own = s.arrive();
   struct Leave {
-    Barrier& b;
-    ~Leave() { b.leave(); }
-  } leave_on_exit{*this};
+    detail::BarrierState& s;
+    int own;
+    ~Leave() { s.leave(own); }
+  } leave_on_exit{s, own};
   if (index + 1 == parties_)
     release_all_waiting();
   else
-    wait_for_release(deadline);
+    wait_for_release(own, deadline);
   return index;
 }
 
 void Barrier::release_all_waiting() {
-  try {
-    if (action_) action_();
-  } catch (...) {
-    break_barrier();
-    throw;
+  auto& s = *state_;
+  if (action_) {
+    s.notify(1);  // a sleeper that watches this party too sees it die inside the action
+    try {
+      action_();
+    } catch (...) {
+      s.break_round();
+      throw;
+    }
   }
-  state_->phase = barrier_phase::draining;
-  cond_.notify_all();
+  s.phase = barrier_phase::draining;
+  s.notify();
 }
 
-void Barrier::wait_for_release(detail::Deadline deadline) {
+void Barrier::wait_for_release(int own, detail::Deadline deadline) {
   auto& s = *state_;
-  bool released = true;
-  while (s.phase == barrier_phase::filling) {
-    if (deadline && detail::Clock::now() >= *deadline) {
-      released = false;
-      break;
+  s.notify(1);  // one sleeper wakes to watch this party too
+  for (bool in_time = true;; in_time = s.sleep(own, deadline)) {
+    s.reap_dead_parties();
+    if (s.phase != barrier_phase::filling) break;
+    if (!in_time) {
+      s.break_round();
+      throw BrokenBarrierError("timed out waiting at the barrier; it is now broken");
     }
-    cond_.wait_until(deadline);
-  }
-  if (!released) {
-    break_barrier();
-    throw BrokenBarrierError("timed out waiting at the barrier; it is now broken");
   }
   if (s.phase != barrier_phase::draining) throw BrokenBarrierError("the barrier was broken or reset");
 }
 
-// The last waiter out of a released or reset barrier reopens it for the next round.
-void Barrier::leave() {
-  auto& s = *state_;
-  if (--s.count == 0 && (s.phase == barrier_phase::draining || s.phase == barrier_phase::resetting)) {
-    s.phase = barrier_phase::filling;
-    cond_.notify_all();
-  }
-}
-
-void Barrier::break_barrier() {
-  state_->phase = barrier_phase::broken;
-  cond_.notify_all();
-}
-
 void Barrier::reset() {
-  std::lock_guard guard(cond_);
   auto& s = *state_;
+  detail::RobustGuard guard(s.lock);
+  s.reap_dead_parties();
   if (s.count > 0) {
-    if (s.phase == barrier_phase::filling || s.phase == barrier_phase::broken)
-      s.phase = barrier_phase::resetting;
+    if (s.phase == barrier_phase::filling || s.phase == barrier_phase::broken) s.phase = barrier_phase::resetting;
   } else {
     s.phase = barrier_phase::filling;
   }
-  cond_.notify_all();
+  s.notify();
 }
 
 void Barrier::abort() {
-  std::lock_guard guard(cond_);
-  break_barrier();
+  auto& s = *state_;
+  detail::RobustGuard guard(s.lock);
+  s.break_round();
 }
 
 int Barrier::n_waiting() const {

@@ -127,6 +127,9 @@ public:
 
 // Python's Condition over an RLock (a fresh one by default). wait() releases every recursion
 // level of the lock while it sleeps and restores them before it returns, as Python does.
+// notify(n) wakes up to n of the waiters that were waiting when it was called, never a wait that
+// starts after it. As in CPython, a waiter killed inside wait() may still be chosen (that
+// wake-up is lost with it); it never wakes anyone else.
 class Condition {
 public:
   explicit Condition(std::optional<RLock> lock = {});
@@ -193,9 +196,12 @@ private:
 };
 
 // Python's Barrier: `parties` waiters meet, then all go on. wait() returns a distinct index in
-// [0, parties); the last to arrive runs `action` first. A timeout, abort(), or an action that
-// throws breaks the barrier: every waiter, current and future, gets BrokenBarrierError until
-// reset(). The action is a copy in each process: it runs in whichever process arrives last.
+// [0, parties); the last to arrive runs `action` first. A timeout, abort(), an action that
+// throws, or a party that dies inside wait() (even by SIGKILL) breaks the barrier: every waiter,
+// current and future, gets BrokenBarrierError until reset(). A party that dies after the round
+// released it no longer counts. The action is a copy in each process: it runs in whichever
+// process arrives last. (Waiters learn of a death at once where the kernel has futex_waitv,
+// Linux 5.16 and later; elsewhere at the next arrival, reset() or timeout.)
 class Barrier {
 public:
   Barrier(int parties, std::function<void()> action = {}, OptionalTimeout timeout = {});
@@ -214,13 +220,10 @@ public:
 
 private:
   void release_all_waiting();
-  void wait_for_release(detail::Deadline deadline);
-  void leave();
-  void break_barrier();
+  void wait_for_release(int own_slot, detail::Deadline deadline);
   int parties_;
   std::function<void()> action_;
   OptionalTimeout timeout_;
-  Condition cond_;
   std::shared_ptr<detail::BarrierState> state_;
 };
 
