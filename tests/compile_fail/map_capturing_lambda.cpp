@@ -2,7 +2,7 @@
 // captureless lambda, not pages of "forming reference to void".
 // first-error: static assertion failed
 // first-error: a task must be a plain function or a captureless lambda
-// first-error: pass that state as task arguments, or set it up in PoolOptions::initializer
+// first-error: Pass that state as task arguments, or set it up in PoolOptions::initializer
 // context: Function = main()::<lambda(int)>
 #include <multiproc/pool.hpp>
 
