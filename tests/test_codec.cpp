@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <catch2/catch.hpp>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "multiproc/multiproc.hpp"
+#include <catch2/catch.hpp>
 
 namespace mp = multiproc;
 
@@ -99,13 +99,14 @@ private:
   std::thread thread_;
 };
 
-} // namespace
+}  // namespace
 
 // ---- strict shapes: the rows of issue 18 -------------------------------------------------------
 
-TEST_CASE("codec: a struct received as its version with one more MSGPACK_DEFINE field is a TypeError "
-          "naming both, not a default",
-          "[codec]") {
+TEST_CASE(
+    "codec: a struct received as its version with one more MSGPACK_DEFINE field is a TypeError "
+    "naming both, not a default",
+    "[codec]") {
   auto message = recv_error<PointV2>(PointV1{7});
   CHECK_THAT(message, Catch::Contains("list of 1") && Catch::Contains("PointV2") &&
                           Catch::Contains("has 2 fields") && Catch::Contains("different versions"));
@@ -130,23 +131,29 @@ TEST_CASE("codec: a tuple, pair or std::array received from a longer list is a T
   CHECK_THAT((recv_error<std::array<int, 4>>(three)), Catch::Contains("exactly 4"));
 }
 
-TEST_CASE("codec: a std::array of bytes received from fewer bytes is a TypeError, not zero-filled", "[codec]") {
-  CHECK_THAT((recv_error<std::array<char, 4>>(std::array<char, 3>{'a', 'b', 'c'})), Catch::Contains("exactly 4"));
+TEST_CASE("codec: a std::array of bytes received from fewer bytes is a TypeError, not zero-filled",
+          "[codec]") {
+  CHECK_THAT((recv_error<std::array<char, 4>>(std::array<char, 3>{'a', 'b', 'c'})),
+             Catch::Contains("exactly 4"));
 }
 
 TEST_CASE("codec: a MSGPACK_DEFINE_MAP struct decodes only from exactly its keys", "[codec]") {
   CHECK_THAT(recv_error<NamedV2>(NamedV1{3}), Catch::Contains("NamedV2") && Catch::Contains("dict of 1"));
-  CHECK_THAT(recv_error<NamedV1>(NamedV2{3, "x"}), Catch::Contains("NamedV1") && Catch::Contains("dict of 2"));
+  CHECK_THAT(recv_error<NamedV1>(NamedV2{3, "x"}),
+             Catch::Contains("NamedV1") && Catch::Contains("dict of 2"));
   CHECK_THAT(recv_error<NamedV2>(std::map<std::string, int>{{"x", 1}, {"other", 2}}),
              Catch::Contains("field 'label' is missing"));
 }
 
-TEST_CASE("codec: strictness holds at any depth: in vectors, maps, optionals, variants and structs", "[codec]") {
+TEST_CASE("codec: strictness holds at any depth: in vectors, maps, optionals, variants and structs",
+          "[codec]") {
   CHECK_THAT(recv_error<std::vector<PointV2>>(std::vector<PointV1>{{1}, {2}}),
              Catch::Contains("std::vector<") && Catch::Contains("PointV2 has 2 fields"));
-  CHECK_THAT((recv_error<std::map<std::string, std::tuple<int, int>>>(std::map<std::string, std::vector<int>>{{"k", {1}}})),
+  CHECK_THAT((recv_error<std::map<std::string, std::tuple<int, int>>>(
+                 std::map<std::string, std::vector<int>>{{"k", {1}}})),
              Catch::Contains("exactly 2"));
-  CHECK_THAT(recv_error<std::optional<PointV2>>(std::optional<PointV1>(PointV1{1})), Catch::Contains("PointV2"));
+  CHECK_THAT(recv_error<std::optional<PointV2>>(std::optional<PointV1>(PointV1{1})),
+             Catch::Contains("PointV2"));
   CHECK_THAT((recv_error<std::variant<int, PointV2>>(std::variant<int, PointV1>(PointV1{1}))),
              Catch::Contains("PointV2"));
   CHECK_THAT(recv_error<Outer>(std::make_tuple(std::string("n"), PointV1{1})),
@@ -161,7 +168,8 @@ TEST_CASE("codec: values of exactly the expected shape still decode, at any dept
   a.send(NamedV2{3, "x"});
   auto named = b.recv<NamedV2>();
   CHECK((named.x == 3 && named.label == "x"));
-  a.send(std::vector<std::variant<int, std::tuple<int, std::string>>>{1, std::make_tuple(2, std::string("b"))});
+  a.send(
+      std::vector<std::variant<int, std::tuple<int, std::string>>>{1, std::make_tuple(2, std::string("b"))});
   auto items = b.recv<std::vector<std::variant<int, std::tuple<int, std::string>>>>();
   REQUIRE(items.size() == 2);
   CHECK(std::get<1>(std::get<std::tuple<int, std::string>>(items[1])) == "b");
@@ -179,6 +187,34 @@ TEST_CASE("codec: mp::Object::as<T> is as strict as recv<T>", "[codec]") {
   CHECK((mp::Object(mp::Object::Array{1, 2}).as<std::tuple<int, int>>() == std::make_tuple(1, 2)));
 }
 
+// ---- what a Pool call sends: exactly what the worker decodes --------------------------------
+
+namespace {
+std::string scaled(std::string name, double scale) {
+  return name + "*" + std::to_string(static_cast<int>(scale * 2));
+}
+double half(double x) { return x / 2; }
+int add(int a, int b) { return a + b; }
+int answer() { return 42; }
+PointV2 swapped(PointV2 p) { return {p.y, p.x}; }
+}  // namespace
+
+TEST_CASE(
+    "codec: pool arguments travel as the function's parameter types, converted in the caller as a "
+    "direct call converts them",
+    "[codec][pool]") {
+  mp::Pool pool(1);
+  CHECK(pool.apply(scaled, "x", 2) == "x*4");  // const char* -> std::string, int -> double
+  CHECK(pool.apply(answer) == 42);
+  CHECK(pool.map(half, std::vector<int>{1, 4}) == std::vector<double>{0.5, 2.0});
+  CHECK(pool.starmap(add, std::vector<std::pair<int, int>>{{1, 2}, {3, 4}}) == std::vector<int>{3, 7});
+  CHECK(pool.starmap(add, std::vector<std::array<long, 2>>{{5, 6}}) == std::vector<int>{11});
+  auto point = pool.apply(swapped, PointV2{1, 2});
+  CHECK((point.x == 2 && point.y == 1));
+  pool.close();
+  pool.join();
+}
+
 // ---- what a message may cost once decoded: issue 11, item 11 -------------------------------------
 
 TEST_CASE("codec: the default message ceiling is 64 MiB, and raising it is one call", "[codec]") {
@@ -187,15 +223,16 @@ TEST_CASE("codec: the default message ceiling is 64 MiB, and raising it is one c
   CHECK(mp::max_message_size() == std::size_t{1} << 30);
 }
 
-TEST_CASE("codec: a valid 4 MiB message of nils is refused before it is decoded, costing no 25x its size, "
-          "and the connection goes on",
-          "[codec]") {
+TEST_CASE(
+    "codec: a valid 4 MiB message of nils is refused before it is decoded, costing no 25x its size, "
+    "and the connection goes on",
+    "[codec]") {
   auto [a, b] = mp::Pipe();
   const long before = peak_rss_kib();
   {
     frame_writer writer(a.fileno(), array_of_nils(4u << 20));
-    CHECK_THROWS_WITH(b.recv(), Catch::Contains("would take more than") &&
-                                    Catch::Contains("mp::set_max_message_size"));
+    CHECK_THROWS_WITH(b.recv(),
+                      Catch::Contains("would take more than") && Catch::Contains("mp::set_max_message_size"));
   }
   const long grown_kib = peak_rss_kib() - before;
   // The frame itself (4 MiB, twice: the writer's copy and the receiver's) and no tree of 100 MB.

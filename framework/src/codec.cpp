@@ -118,19 +118,22 @@ const char* sender_hint = " (were sender and receiver built with different versi
 
 void fields_checker::pack_array(std::size_t n) {
   if (o_.type != msgpack::type::ARRAY || o_.via.array.size != n)
-    throw shape_mismatch{type_() + " has " + std::to_string(n) + " fields and decodes only from a list of exactly " +
-                         std::to_string(n) + ", not from a " + msgpack_type_name(o_) + sender_hint};
+    throw shape_mismatch{type_() + " has " + std::to_string(n) +
+                         " fields and decodes only from a list of exactly " + std::to_string(n) +
+                         ", not from a " + msgpack_type_name(o_) + sender_hint};
 }
 
 void fields_checker::pack_map(std::size_t n) {
   if (o_.type != msgpack::type::MAP || o_.via.map.size != n)
-    throw shape_mismatch{type_() + " has " + std::to_string(n) + " fields and decodes only from a dict of exactly " +
-                         "its " + std::to_string(n) + " keys, not from a " + msgpack_type_name(o_) + sender_hint};
+    throw shape_mismatch{type_() + " has " + std::to_string(n) +
+                         " fields and decodes only from a dict of exactly its " + std::to_string(n) +
+                         " keys, not from a " + msgpack_type_name(o_) + sender_hint};
 }
 
 void fields_checker::take_key(std::string_view key) {
   for (const auto& kv : std::span(o_.via.map.ptr, o_.via.map.size)) {
-    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
+    if (kv.key.type == msgpack::type::STR &&
+        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
       value_ = &kv.val;
       return;
     }
@@ -160,8 +163,8 @@ msgpack::object_handle unpack_within(std::string_view payload, std::size_t budge
     msgpack::detail::parse_imp(payload.data(), n, offset, visitor);
     handle = msgpack::object_handle(visitor.data(), std::move(zone));
   } catch (const decoded_size_exceeded& e) {
-    throw Error("received a message of " + std::to_string(n) + " bytes holding at least " + std::to_string(e.elements) +
-                " values, which would take more than " + std::to_string(budget) +
+    throw Error("received a message of " + std::to_string(n) + " bytes holding at least " +
+                std::to_string(e.elements) + " values, which would take more than " + std::to_string(budget) +
                 " bytes to decode (the larger of the message ceiling and 8 times the message's size); "
                 "raise the ceiling with mp::set_max_message_size() in the receiving process");
   } catch (const msgpack::insufficient_bytes&) {

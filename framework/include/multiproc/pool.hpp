@@ -73,6 +73,11 @@ struct task_result<F> {
 };
 template <class F>
 using task_result_t = typename task_result<F>::type;
+// What map, imap and starmap collect: F's result, or not_a_task_function where it returns
+// void, so that std::vector<void> does not hide check_returns_value's message.
+template <class F>
+using item_result_t =
+    std::conditional_t<std::is_void_v<task_result_t<F>>, not_a_task_function, task_result_t<F>>;
 
 template <class R>
 struct callback {
@@ -202,40 +207,40 @@ public:
   }
 
   template <class F, class Range>
-  std::vector<detail::task_result_t<F>> map(F f, const Range& items, std::size_t chunksize = 0) {
+  std::vector<detail::item_result_t<F>> map(F f, const Range& items, std::size_t chunksize = 0) {
     return map_async(f, items, chunksize).get();
   }
 
   template <class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> map_async(
+  AsyncResult<std::vector<detail::item_result_t<F>>> map_async(
       F f, const Range& items, std::size_t chunksize = 0,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback = {},
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback = {},
       std::function<void(std::exception_ptr)> error_callback = {}) {
     return list_async<false, detail::check_map<F, Range>()>(f, items, chunksize, std::move(callback),
-                                                             std::move(error_callback));
+                                                            std::move(error_callback));
   }
 
   template <class F, class Range>
-  std::vector<detail::task_result_t<F>> starmap(F f, const Range& tuples, std::size_t chunksize = 0) {
+  std::vector<detail::item_result_t<F>> starmap(F f, const Range& tuples, std::size_t chunksize = 0) {
     return starmap_async(f, tuples, chunksize).get();
   }
 
   template <class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> starmap_async(
+  AsyncResult<std::vector<detail::item_result_t<F>>> starmap_async(
       F f, const Range& tuples, std::size_t chunksize = 0,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback = {},
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback = {},
       std::function<void(std::exception_ptr)> error_callback = {}) {
     return list_async<true, detail::check_starmap<F, Range>()>(f, tuples, chunksize, std::move(callback),
-                                                                std::move(error_callback));
+                                                               std::move(error_callback));
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> imap(F f, const Range& items, std::size_t chunksize = 1) {
+  IMapIterator<detail::item_result_t<F>> imap(F f, const Range& items, std::size_t chunksize = 1) {
     return stream(f, items, chunksize, true);
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> imap_unordered(F f, const Range& items, std::size_t chunksize = 1) {
+  IMapIterator<detail::item_result_t<F>> imap_unordered(F f, const Range& items, std::size_t chunksize = 1) {
     return stream(f, items, chunksize, false);
   }
 
@@ -289,13 +294,12 @@ private:
   // map (Star false: each item is the argument) or starmap (each item is a tuple of arguments).
   // Checked is the check of the call: when false, the call did not compile and nothing else is.
   template <bool Star, bool Checked, class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> list_async(
+  AsyncResult<std::vector<detail::item_result_t<F>>> list_async(
       F f, const Range& items, std::size_t chunksize,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback,
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback,
       std::function<void(std::exception_ptr)> error_callback) {
-    using R = detail::task_result_t<F>;
+    using R = detail::item_result_t<F>;
     if constexpr (Checked) {
-      static_assert(!std::is_void_v<R>, "multiproc::Pool: map needs a function that returns a value");
       auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
       auto job = std::make_shared<detail::list_job<R>>(n);
       job->set_callbacks(std::move(callback), std::move(error_callback));
@@ -313,14 +317,14 @@ private:
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> stream(F f, const Range& items, std::size_t chunksize, bool ordered) {
-    using R = detail::task_result_t<F>;
+  IMapIterator<detail::item_result_t<F>> stream(F f, const Range& items, std::size_t chunksize, bool ordered) {
+    using R = detail::item_result_t<F>;
     if constexpr (detail::check_map<F, Range>()) {
-      static_assert(!std::is_void_v<R>, "multiproc::Pool: imap needs a function that returns a value");
       if (chunksize == 0) throw ValueError("chunksize must be at least 1");
       auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
       auto job = std::make_shared<detail::stream_job<R>>(n, ordered);
-      submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunksize, detail::pack_argument<F>{});
+      submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunksize,
+                                                          detail::pack_argument<F>{});
       return IMapIterator<R>(std::move(job));
     } else {
       return IMapIterator<R>(nullptr);  // never runs: the call did not compile

@@ -61,8 +61,8 @@ template <class Target, class... Passed>
 constexpr bool check_target() {
   static_assert(std::is_invocable_v<Target&, Passed&...>,
                 "multiproc::Process: the target cannot be called with the arguments given (compare "
-                "Target's parameters with Passed where this error is instantiated): pass one argument per parameter, each convertible to "
-                "the parameter's type.");
+                "Target's parameters with Passed where this error is instantiated): pass one argument per "
+                "parameter, each convertible to the parameter's type.");
   return std::is_invocable_v<Target&, Passed&...>;
 }
 } // namespace detail

@@ -63,7 +63,7 @@ std::size_t max_decoded_size(std::size_t payload_size) noexcept;
 msgpack::object_handle unpack_local(std::string_view payload);
 
 [[noreturn]] void throw_type_mismatch(const msgpack::object&, const std::string& wanted,
-                                     const std::string& reason = {});
+                                      const std::string& reason = {});
 
 // ---- strict shapes -------------------------------------------------------------------------
 // shape<T>::check(o) walks o along T before msgpack-c converts it and throws shape_mismatch
@@ -77,7 +77,7 @@ struct shape_mismatch {
 // o is not an array of exactly n elements, which `type` (a tuple, std::array, pair) needs.
 [[noreturn]] void throw_arity_mismatch(const msgpack::object& o, std::size_t n, const std::string& type);
 
-template <class T, class = void>
+template <class T>
 struct shape {
   static constexpr bool checked = false;
   static void check(const msgpack::object&) {}
@@ -178,7 +178,8 @@ struct shape<std::variant<Ts...>> {
     check_alternative(index.via.u64, o.via.array.ptr[1], std::index_sequence_for<Ts...>{});
   }
   template <std::size_t... I>
-  static void check_alternative(std::uint64_t index, const msgpack::object& value, std::index_sequence<I...>) {
+  static void check_alternative(std::uint64_t index, const msgpack::object& value,
+                                std::index_sequence<I...>) {
     ((I == index ? check_shape<Ts>(value) : void()), ...);
   }
 };
@@ -211,7 +212,7 @@ private:
 
   const msgpack::object& o_;
   std::string (*type_)();
-  std::size_t next_ = 0;                     // array: the next field's index
+  std::size_t next_ = 0;                    // array: the next field's index
   const msgpack::object* value_ = nullptr;  // map: the value of the key just taken
 };
 
