@@ -3,10 +3,14 @@
 //
 // A task is a function or captureless lambda plus arguments; it crosses to the worker by the
 // function's address (workers are forked, so the address is valid there) and MessagePack-packed
-// arguments, and its result or exception comes back the same way. A worker that dies mid-task
-// (crash, kill -9, std::abort) is replaced and only the tasks it held fail, with WorkerLost
-// (exitcode() is its exit code or -signal); more than max_restarts such deaths within
-// restart_window break the pool: every pending and later task fails with BrokenPool.
+// arguments, converted to the function's parameter types in the caller, and its result or
+// exception comes back the same way. A call the function cannot take (another function kind,
+// another number of arguments, an argument that does not convert) does not compile: one
+// static_assert, the compiler's first error, says what to do (detail/pool_task.hpp).
+// A worker that dies mid-task (crash, kill -9, std::abort) is replaced and only the tasks it
+// held fail, with WorkerLost (exitcode() is its exit code or -signal); more than max_restarts
+// such deaths within restart_window break the pool: every pending and later task fails with
+// BrokenPool.
 // An exception thrown by a task comes back as RemoteError (type_name() is its demangled type).
 // Callbacks run in the parent on the pool's one result thread, one at a time, before the
 // AsyncResult becomes ready; a callback that throws is reported on stderr and ignored.
