@@ -99,7 +99,7 @@ private:
   std::thread thread_;
 };
 
-}  // namespace
+} // namespace
 
 // ---- strict shapes: the rows of issue 18 -------------------------------------------------------
 
@@ -197,7 +197,7 @@ double half(double x) { return x / 2; }
 int add(int a, int b) { return a + b; }
 int answer() { return 42; }
 PointV2 swapped(PointV2 p) { return {p.y, p.x}; }
-}  // namespace
+} // namespace
 
 TEST_CASE(
     "codec: pool arguments travel as the function's parameter types, converted in the caller as a "
