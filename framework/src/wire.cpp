@@ -20,7 +20,7 @@ namespace multiproc::detail {
 
 namespace {
 
-std::atomic<std::size_t> g_max_frame{std::size_t{1} << 30};
+std::atomic<std::size_t> g_max_frame{std::size_t{64} << 20};
 // The spin length, measured with bench/spin_sweep.cpp: 5000 small-message round trips between
 // two processes that both spin, on this 2-core machine while other builds kept it busy; the
 // median round trip in µs over three rounds, with and without the sched_yield in the spin loop:
@@ -278,7 +278,7 @@ std::optional<FrameHeader> parse_frame_header(std::string_view bytes) {
   }
   if (h.payload_size > max_frame_size()) {
     throw Error("frame of " + std::to_string(h.payload_size) + " bytes exceeds the ceiling of " +
-                std::to_string(max_frame_size()) + " bytes (see set_max_frame_size)");
+                std::to_string(max_frame_size()) + " bytes (raise it with mp::set_max_message_size)");
   }
   return h;
 }
@@ -301,7 +301,7 @@ std::size_t read_frame_header(int fd) {
   }
   if (len > max_frame_size()) {
     throw Error("frame of " + std::to_string(len) + " bytes exceeds the ceiling of " +
-                std::to_string(max_frame_size()) + " bytes (see set_max_frame_size)");
+                std::to_string(max_frame_size()) + " bytes (raise it with mp::set_max_message_size)");
   }
   return static_cast<std::size_t>(len);
 }

@@ -88,6 +88,15 @@ private:
 // A connected pair. duplex=false: (reader, writer), as Python's Pipe(False).
 std::pair<Connection, Connection> Pipe(bool duplex = true);
 
+// The largest message a process accepts (default 64 MiB; CPython has no such limit), on every
+// channel: connections, queues, pool tasks and results, manager calls. A longer one is refused
+// from its header, before anything is allocated, with mp::Error. It also bounds what decoding
+// may allocate: a message may take max(this, 8 x its size) bytes once decoded, so that a small
+// message of millions of one-byte values (nil, bool, small ints) cannot take 25-65x its size.
+// Process-wide and thread-safe; set it in the receiving process.
+inline std::size_t max_message_size() noexcept { return detail::max_frame_size(); }
+inline void set_max_message_size(std::size_t bytes) noexcept { detail::set_max_frame_size(bytes); }
+
 namespace detail {
 // How long deliver_challenge/answer_challenge wait for the peer (default 10 s) before they give
 // up with AuthenticationError, so a silent client cannot stall a Listener. Process-wide.

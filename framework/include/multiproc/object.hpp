@@ -59,7 +59,7 @@ public:
   template <class T>
     requires(!std::is_arithmetic_v<T> && !std::convertible_to<const T&, std::string_view> &&
              !std::same_as<T, Object> && detail::packable<T>)
-  Object(const T& value) : Object(from_msgpack(detail::encode(value))) {}
+  Object(const T& value) : Object(detail::decode_local<Object>(detail::encode(value))) {}
 
   Kind kind() const noexcept { return static_cast<Kind>(v_.index()); }
   bool is_nil() const noexcept { return kind() == Kind::nil; }
@@ -70,7 +70,7 @@ public:
     if constexpr (std::same_as<T, Object>) {
       return *this;
     } else {
-      return detail::decode<T>(detail::encode(*this));
+      return detail::decode_local<T>(detail::encode(*this));
     }
   }
 

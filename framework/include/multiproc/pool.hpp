@@ -3,10 +3,14 @@
 //
 // A task is a function or captureless lambda plus arguments; it crosses to the worker by the
 // function's address (workers are forked, so the address is valid there) and MessagePack-packed
-// arguments, and its result or exception comes back the same way. A worker that dies mid-task
-// (crash, kill -9, std::abort) is replaced and only the tasks it held fail, with WorkerLost
-// (exitcode() is its exit code or -signal); more than max_restarts such deaths within
-// restart_window break the pool: every pending and later task fails with BrokenPool.
+// arguments, converted to the function's parameter types in the caller, and its result or
+// exception comes back the same way. A call the function cannot take (another function kind,
+// another number of arguments, an argument that does not convert) does not compile: one
+// static_assert, the compiler's first error, says what to do (detail/pool_task.hpp).
+// A worker that dies mid-task (crash, kill -9, std::abort) is replaced and only the tasks it
+// held fail, with WorkerLost (exitcode() is its exit code or -signal); more than max_restarts
+// such deaths within restart_window break the pool: every pending and later task fails with
+// BrokenPool.
 // An exception thrown by a task comes back as RemoteError (type_name() is its demangled type).
 // Callbacks run in the parent on the pool's one result thread, one at a time, before the
 // AsyncResult becomes ready; a callback that throws is reported on stderr and ignored.
@@ -27,6 +31,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <span>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -60,11 +65,11 @@ struct is_args : std::false_type {};
 template <class... A>
 struct is_args<Args<A...>> : std::true_type {};
 
-// The result type of F where F is valid, void elsewhere, so that a wrong F reaches the
-// static_assert in check_task_function instead of a substitution failure.
+// The result type of F where F is valid, not_a_task_function elsewhere, so that a wrong F
+// reaches the static_assert in check_task_call instead of a substitution failure.
 template <class F>
 struct task_result {
-  using type = void;
+  using type = not_a_task_function;
 };
 template <plain_function F>
 struct task_result<F> {
@@ -72,6 +77,11 @@ struct task_result<F> {
 };
 template <class F>
 using task_result_t = typename task_result<F>::type;
+// What map, imap and starmap collect: F's result, or not_a_task_function where it returns
+// void, so that std::vector<void> does not hide check_returns_value's message.
+template <class F>
+using item_result_t =
+    std::conditional_t<std::is_void_v<task_result_t<F>>, not_a_task_function, task_result_t<F>>;
 
 template <class R>
 struct callback {
@@ -83,15 +93,6 @@ struct callback<void> {
 };
 template <class R>
 using callback_t = typename callback<R>::type;
-
-template <class F>
-constexpr void check_task_function() {
-  static_assert(plain_function<F>,
-                "multiproc::Pool: a task must be a function or a captureless lambda with concrete "
-                "parameter types. Workers are forked processes that receive the function's "
-                "address, so a capturing lambda or a functor's state cannot travel: pass that "
-                "state as task arguments, or set it up in PoolOptions::initializer.");
-}
 } // namespace detail
 
 // The result of an *_async call. Copies share the same result.
@@ -196,52 +197,54 @@ public:
   AsyncResult<detail::task_result_t<F>> apply_async(F f, Args<A...> a,
                                                     detail::callback_t<detail::task_result_t<F>> callback,
                                                     std::function<void(std::exception_ptr)> error_callback = {}) {
-    detail::check_task_function<F>();
     using R = detail::task_result_t<F>;
-    auto job = std::make_shared<detail::single_job<R>>();
-    job->set_callbacks(adapt<R>(std::move(callback)), std::move(error_callback));
-    auto sub = make_submission<detail::run_star<detail::fn_ptr_t<F>>>(f, job);
-    detail::pack_chunks(*sub, std::array{0}, 1,
-                        [&](msgpack::packer<detail::Buffer>& pk, int) { pk.pack(a.values); });
-    submit(std::move(sub));
-    return AsyncResult<R>(std::move(job));
+    if constexpr (detail::check_apply<F, A...>()) {
+      auto job = std::make_shared<detail::single_job<R>>();
+      job->set_callbacks(adapt<R>(std::move(callback)), std::move(error_callback));
+      auto sub = make_submission<detail::run_star<detail::fn_ptr_t<F>>>(f, job);
+      detail::pack_chunks(*sub, std::span(&a.values, 1), 1, detail::pack_arguments<F>{});
+      submit(std::move(sub));
+      return AsyncResult<R>(std::move(job));
+    } else {
+      return AsyncResult<R>(nullptr);  // never runs: the call did not compile
+    }
   }
 
   template <class F, class Range>
-  std::vector<detail::task_result_t<F>> map(F f, const Range& items, std::size_t chunksize = 0) {
+  std::vector<detail::item_result_t<F>> map(F f, const Range& items, std::size_t chunksize = 0) {
     return map_async(f, items, chunksize).get();
   }
 
   template <class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> map_async(
+  AsyncResult<std::vector<detail::item_result_t<F>>> map_async(
       F f, const Range& items, std::size_t chunksize = 0,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback = {},
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback = {},
       std::function<void(std::exception_ptr)> error_callback = {}) {
-    return list_async<detail::run_each<detail::fn_ptr_t<F>>>(f, items, chunksize, std::move(callback),
-                                                              std::move(error_callback));
+    return list_async<false, detail::check_map<F, Range>()>(f, items, chunksize, std::move(callback),
+                                                            std::move(error_callback));
   }
 
   template <class F, class Range>
-  std::vector<detail::task_result_t<F>> starmap(F f, const Range& tuples, std::size_t chunksize = 0) {
+  std::vector<detail::item_result_t<F>> starmap(F f, const Range& tuples, std::size_t chunksize = 0) {
     return starmap_async(f, tuples, chunksize).get();
   }
 
   template <class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> starmap_async(
+  AsyncResult<std::vector<detail::item_result_t<F>>> starmap_async(
       F f, const Range& tuples, std::size_t chunksize = 0,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback = {},
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback = {},
       std::function<void(std::exception_ptr)> error_callback = {}) {
-    return list_async<detail::run_star<detail::fn_ptr_t<F>>>(f, tuples, chunksize, std::move(callback),
-                                                              std::move(error_callback));
+    return list_async<true, detail::check_starmap<F, Range>()>(f, tuples, chunksize, std::move(callback),
+                                                               std::move(error_callback));
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> imap(F f, const Range& items, std::size_t chunksize = 1) {
+  IMapIterator<detail::item_result_t<F>> imap(F f, const Range& items, std::size_t chunksize = 1) {
     return stream(f, items, chunksize, true);
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> imap_unordered(F f, const Range& items, std::size_t chunksize = 1) {
+  IMapIterator<detail::item_result_t<F>> imap_unordered(F f, const Range& items, std::size_t chunksize = 1) {
     return stream(f, items, chunksize, false);
   }
 
@@ -269,12 +272,20 @@ private:
 
   template <auto Runner, class F>
   std::shared_ptr<detail::submission> make_submission(F f, std::shared_ptr<detail::job> job) {
-    detail::check_task_function<F>();
     auto sub = std::make_shared<detail::submission>();
     sub->owner = std::move(job);
     sub->runner = Runner;
     sub->fn = reinterpret_cast<detail::erased_fn>(+f);
     return sub;
+  }
+
+  // Queues the items in chunks of chunksize for Runner to run with f in the workers.
+  template <auto Runner, class F, class Range, class PackItem>
+  void submit_items(F f, std::shared_ptr<detail::job> job, const Range& items, std::size_t chunksize,
+                    PackItem pack_item) {
+    auto sub = make_submission<Runner>(f, std::move(job));
+    detail::pack_chunks(*sub, items, chunksize, pack_item);
+    submit(std::move(sub));
   }
 
   template <class Range>
@@ -284,37 +295,44 @@ private:
     return std::max<std::size_t>(1, detail::default_chunksize(n, processes_));
   }
 
-  template <auto Runner, class F, class Range>
-  AsyncResult<std::vector<detail::task_result_t<F>>> list_async(
+  // map (Star false: each item is the argument) or starmap (each item is a tuple of arguments).
+  // Checked is the check of the call: when false, the call did not compile and nothing else is.
+  template <bool Star, bool Checked, class F, class Range>
+  AsyncResult<std::vector<detail::item_result_t<F>>> list_async(
       F f, const Range& items, std::size_t chunksize,
-      std::function<void(const std::vector<detail::task_result_t<F>>&)> callback,
+      std::function<void(const std::vector<detail::item_result_t<F>>&)> callback,
       std::function<void(std::exception_ptr)> error_callback) {
-    detail::check_task_function<F>();
-    using R = detail::task_result_t<F>;
-    static_assert(!std::is_void_v<R>, "multiproc::Pool: map needs a function that returns a value");
-    auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
-    auto job = std::make_shared<detail::list_job<R>>(n);
-    job->set_callbacks(std::move(callback), std::move(error_callback));
-    auto sub = make_submission<Runner>(f, job);
-    detail::pack_chunks(*sub, items, chunk_size(items, chunksize),
-                        [](msgpack::packer<detail::Buffer>& pk, const auto& item) { pk.pack(item); });
-    submit(std::move(sub));
-    return AsyncResult<std::vector<R>>(std::move(job));
+    using R = detail::item_result_t<F>;
+    if constexpr (Checked) {
+      auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
+      auto job = std::make_shared<detail::list_job<R>>(n);
+      job->set_callbacks(std::move(callback), std::move(error_callback));
+      if constexpr (Star) {
+        submit_items<detail::run_star<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
+                                                            detail::pack_arguments<F>{});
+      } else {
+        submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
+                                                            detail::pack_argument<F>{});
+      }
+      return AsyncResult<std::vector<R>>(std::move(job));
+    } else {
+      return AsyncResult<std::vector<R>>(nullptr);  // never runs: the call did not compile
+    }
   }
 
   template <class F, class Range>
-  IMapIterator<detail::task_result_t<F>> stream(F f, const Range& items, std::size_t chunksize, bool ordered) {
-    detail::check_task_function<F>();
-    using R = detail::task_result_t<F>;
-    static_assert(!std::is_void_v<R>, "multiproc::Pool: imap needs a function that returns a value");
-    if (chunksize == 0) throw ValueError("chunksize must be at least 1");
-    auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
-    auto job = std::make_shared<detail::stream_job<R>>(n, ordered);
-    auto sub = make_submission<detail::run_each<detail::fn_ptr_t<F>>>(f, job);
-    detail::pack_chunks(*sub, items, chunksize,
-                        [](msgpack::packer<detail::Buffer>& pk, const auto& item) { pk.pack(item); });
-    submit(std::move(sub));
-    return IMapIterator<R>(std::move(job));
+  IMapIterator<detail::item_result_t<F>> stream(F f, const Range& items, std::size_t chunksize, bool ordered) {
+    using R = detail::item_result_t<F>;
+    if constexpr (detail::check_map<F, Range>()) {
+      if (chunksize == 0) throw ValueError("chunksize must be at least 1");
+      auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
+      auto job = std::make_shared<detail::stream_job<R>>(n, ordered);
+      submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunksize,
+                                                          detail::pack_argument<F>{});
+      return IMapIterator<R>(std::move(job));
+    } else {
+      return IMapIterator<R>(nullptr);  // never runs: the call did not compile
+    }
   }
 
   // Queues the chunks (ValueError once closed; a broken pool fails them at once).

@@ -53,21 +53,35 @@ struct ProcessInfo {
 
 namespace detail {
 struct ProcessState;
+
+// One static_assert, the compiler's first error for a target that cannot take the arguments;
+// the line before it, "In instantiation of check_target() [with Target = ...; Passed = {...}]",
+// names the target (its parameters, for a function or lambda) and the arguments' types.
+template <class Target, class... Passed>
+constexpr bool check_target() {
+  static_assert(std::is_invocable_v<Target&, Passed&...>,
+                "multiproc::Process: the target cannot be called with the arguments given (compare "
+                "Target's parameters with Passed where this error is instantiated): pass one argument per "
+                "parameter, each convertible to the parameter's type.");
+  return std::is_invocable_v<Target&, Passed&...>;
 }
+} // namespace detail
 
 class Process {
 public:
   // For subclasses that override run().
   Process();
+  // target(args...) must compile, or the call does not (see check_target).
   template <class F, class... Args>
-    requires(!std::same_as<std::decay_t<F>, ProcessOptions> && std::invocable<F&, Args&...>)
+    requires(!std::same_as<std::decay_t<F>, ProcessOptions> && !std::derived_from<std::decay_t<F>, Process>)
   explicit Process(F target, Args... args) : Process(ProcessOptions{}, std::move(target), std::move(args)...) {}
   template <class F, class... Args>
-    requires std::invocable<F&, Args&...>
   Process(ProcessOptions options, F target, Args... args) : Process(std::move(options)) {
-    target_ = [f = std::move(target), a = std::make_tuple(std::move(args)...)]() mutable {
-      std::apply(f, a);
-    };
+    if constexpr (detail::check_target<F, Args...>()) {
+      target_ = [f = std::move(target), a = std::make_tuple(std::move(args)...)]() mutable {
+        std::apply(f, a);
+      };
+    }
   }
   explicit Process(ProcessOptions options);
   Process(Process&&) noexcept;

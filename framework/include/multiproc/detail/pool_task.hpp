@@ -55,8 +55,160 @@ template <class F>
 using fn_ptr_t = decltype(+std::declval<F&>());
 template <class F>
 using result_of_t = std::decay_t<typename fn_traits<fn_ptr_t<F>>::result>;
+// The values a task's function receives: its parameters, decayed.
+template <class F>
+using params_of_t = typename fn_traits<fn_ptr_t<F>>::args;
 
 using erased_fn = void (*)();
+
+// ---- compile-time checks of a call -----------------------------------------------------------
+// Each check has one static_assert per way a call can be wrong, and at most one of them fires:
+// the compiler prints it as its first error, right after the line "In instantiation of
+// check_task_call() [with Function = <the task's type>; Passed = {<the arguments' types>}]",
+// which is how the message names them. The caller compiles nothing else for a failed check.
+
+// The result type the entry points show for a function that is not a task (or, for map, returns
+// nothing), so that their signatures stay well-formed (std::vector<void> would not) and the
+// check is the first error.
+struct not_a_task_function {};
+
+// false, with the types in its name: clang prints the failed condition with them.
+template <class...>
+constexpr bool always_false = false;
+
+// Whether a function with parameters Params (decayed) can be called with arguments Passed:
+// the call compiles as a direct call would (implicit conversions only).
+template <class Params, class... Passed>
+struct converts_to : std::false_type {};
+template <class... P, class... Passed>
+  requires(sizeof...(P) == sizeof...(Passed))
+struct converts_to<std::tuple<P...>, Passed...>
+    : std::bool_constant<(std::is_convertible_v<Passed, P> && ...)> {};
+// Whether a worker can call it with the values it decodes (rvalues of the decayed parameters).
+template <class Fn, class Params>
+struct takes_values : std::false_type {};
+template <class Fn, class... P>
+struct takes_values<Fn, std::tuple<P...>> : std::is_invocable<Fn, P...> {};
+
+template <class Function, class... Passed>
+constexpr bool check_task_call() {
+  if constexpr (!plain_function<Function>) {
+    static_assert(always_false<Function, Passed...>,
+                  "multiproc::Pool: a task must be a plain function or a captureless lambda with concrete "
+                  "parameter types (Function, where this error is instantiated, is not): workers are "
+                  "forked processes that receive the function's address, so a capturing lambda's or a "
+                  "functor's state cannot travel. Pass that state as task arguments, or set it up in "
+                  "PoolOptions::initializer.");
+    return false;
+  } else if constexpr (!takes_values<fn_ptr_t<Function>, params_of_t<Function>>::value) {
+    static_assert(always_false<Function, Passed...>,
+                  "multiproc::Pool: the task function takes a parameter by non-const reference (Function, "
+                  "where this error is instantiated); a worker passes it a value decoded from the message, "
+                  "so a change would reach no-one: take the parameter by value or by const reference.");
+    return false;
+  } else if constexpr (std::tuple_size_v<params_of_t<Function>> != sizeof...(Passed)) {
+    static_assert(always_false<Function, Passed...>,
+                  "multiproc::Pool: the task function takes another number of arguments than were passed "
+                  "(compare Function's parameters with Passed where this error is instantiated): pass "
+                  "exactly one argument per parameter (map and imap pass each item as the only argument; "
+                  "starmap passes each item, a tuple, as the arguments).");
+    return false;
+  } else if constexpr (!converts_to<params_of_t<Function>, Passed...>::value) {
+    static_assert(always_false<Function, Passed...>,
+                  "multiproc::Pool: an argument does not convert to the task function's parameter at its "
+                  "position (compare Function's parameters with Passed where this error is instantiated): "
+                  "pass a value of each parameter's type.");
+    return false;
+  } else {
+    return true;
+  }
+}
+
+// apply: f(a...).
+template <class F, class... A>
+constexpr bool check_apply() {
+  return check_task_call<F, A...>();
+}
+
+template <class Range>
+using item_t = std::decay_t<decltype(*std::begin(std::declval<const Range&>()))>;
+
+// map, imap and starmap collect f's results: f must return one.
+template <class Function>
+constexpr bool check_returns_value() {
+  static_assert(!std::is_void_v<result_of_t<Function>>,
+                "multiproc::Pool: map, imap and starmap collect the task function's results, so it must "
+                "return a value (Function, where this error is instantiated, returns void): use "
+                "apply_async for a function without a result.");
+  return !std::is_void_v<result_of_t<Function>>;
+}
+
+// map/imap: f(item) for each item of the range.
+template <class F, class Range>
+constexpr bool check_map() {
+  if constexpr (check_task_call<F, item_t<Range>>()) {
+    return check_returns_value<F>();
+  } else {
+    return false;
+  }
+}
+
+// starmap: f(item...) for each item, a tuple (pair, std::array) of arguments.
+template <class Tuple>
+concept tuple_like = requires { std::tuple_size<Tuple>::value; };
+template <class F, class Tuple>
+constexpr bool check_star_item() {
+  if constexpr (!tuple_like<Tuple>) {
+    static_assert(always_false<F, Tuple>,
+                  "multiproc::Pool: starmap's items must be tuples (std::tuple, std::pair or std::array) "
+                  "holding the task function's arguments (Tuple, where this error is instantiated, is not "
+                  "one): use map for one argument per item.");
+    return false;
+  } else {
+    constexpr bool callable = []<std::size_t... I>(std::index_sequence<I...>) {
+      return check_task_call<F, std::tuple_element_t<I, Tuple>...>();
+    }(std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+    if constexpr (callable) {
+      return check_returns_value<F>();
+    } else {
+      return false;
+    }
+  }
+}
+template <class F, class Range>
+constexpr bool check_starmap() {
+  return check_star_item<F, item_t<Range>>();
+}
+
+// How a call's arguments enter a chunk: as the function's parameter types, so that what travels
+// is exactly what the worker decodes. An implicit conversion (a const char* for a std::string,
+// an int for a double) happens here, as it would in a direct call.
+// apply and starmap: the item is a tuple (pair, std::array) of the arguments.
+template <class F>
+struct pack_arguments {
+  template <class Tuple>
+  void operator()(msgpack::packer<Buffer>& pk, const Tuple& values) const {
+    using params = params_of_t<F>;
+    if constexpr (std::is_same_v<Tuple, params>) {
+      pk.pack(values);
+    } else {
+      pk.pack(std::apply([](const auto&... v) { return params(v...); }, values));
+    }
+  }
+};
+// map and imap: the item is the one argument.
+template <class F>
+struct pack_argument {
+  template <class Item>
+  void operator()(msgpack::packer<Buffer>& pk, const Item& item) const {
+    using param = std::tuple_element_t<0, params_of_t<F>>;
+    if constexpr (std::is_same_v<Item, param>) {
+      pk.pack(item);
+    } else {
+      pk.pack(param(item));
+    }
+  }
+};
 
 // ---- worker side ---------------------------------------------------------------------------
 

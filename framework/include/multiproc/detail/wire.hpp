@@ -26,7 +26,7 @@ Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
   return Clock::now() + t;
 }
 
-// The ceiling on one frame's payload (default 1 GiB). Process-wide; thread-safe.
+// The ceiling on one frame's payload (default 64 MiB; mp::set_max_message_size). Process-wide; thread-safe.
 std::size_t max_frame_size() noexcept;
 void set_max_frame_size(std::size_t bytes) noexcept;
 
