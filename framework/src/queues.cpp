@@ -595,68 +595,73 @@ void send_large(const Sender& s, std::string_view payload) {
   send_record(s, large_item, {std::string_view(reinterpret_cast<const char*>(&size), sizeof size)}, item.get());
 }
 
-// Pending items: an 8-byte native length, then the payload.
+// Pending items are framed as in a record — a 4-byte native length, then the payload — so that a
+// run of small ones is sent as it is. A large one has the length large_prefix and an 8-byte
+// length after it.
+constexpr std::uint32_t large_prefix = 0xffffffffu;
+
+bool is_large(std::size_t payload_size) { return payload_size > record_room - item_prefix; }
+
 void append_item(std::string& out, std::string_view payload) {
-  std::uint64_t n = payload.size();
-  out.append(reinterpret_cast<const char*>(&n), sizeof n);
+  if (is_large(payload.size())) {
+    std::uint64_t n = payload.size();
+    out.append(reinterpret_cast<const char*>(&large_prefix), sizeof large_prefix);
+    out.append(reinterpret_cast<const char*>(&n), sizeof n);
+  } else {
+    auto n = static_cast<std::uint32_t>(payload.size());
+    out.append(reinterpret_cast<const char*>(&n), sizeof n);
+  }
   out.append(payload);
 }
 
-std::uint64_t item_length(std::string_view pending, std::size_t pos) {
-  std::uint64_t n;
-  std::memcpy(&n, pending.data() + pos, sizeof n);
-  return n;
-}
-
-// Small items, re-framed for a record: 4-byte length and payload each.
-struct RecordBuilder {
-  std::string body;
-  std::uint32_t items = 0;
-  bool fits(std::size_t payload) const {
-    return items < max_items_per_record && body.size() + item_prefix + payload <= record_room;
-  }
-  void add(std::string_view payload) {
-    auto n = static_cast<std::uint32_t>(payload.size());
-    body.append(reinterpret_cast<const char*>(&n), sizeof n);
-    body.append(payload);
-    ++items;
-  }
-  void flush(const Sender& s) {
-    if (items == 0) return;
-    send_record(s, items, {body});
-    body.clear();
-    items = 0;
-  }
+struct PendingItem {
+  std::size_t prefix;  // bytes before the payload
+  std::size_t size;    // of the payload
+  bool large() const { return prefix != item_prefix; }
 };
 
-// Sends a batch of pending items in order; `sent_upto` follows the items handed to the kernel, so
-// that a failure knows which were not.
-void send_batch(const Sender& s, std::string_view batch, RecordBuilder& record, std::size_t& sent_upto) {
+PendingItem pending_item(std::string_view pending, std::size_t pos) {
+  std::uint32_t n;
+  std::memcpy(&n, pending.data() + pos, sizeof n);
+  if (n != large_prefix) return {item_prefix, n};
+  std::uint64_t big;
+  std::memcpy(&big, pending.data() + pos + sizeof n, sizeof big);
+  return {item_prefix + sizeof big, big};
+}
+
+// Sends a batch of pending items in order: runs of small ones as records of up to
+// record_capacity, each large one on its own. `sent_upto` follows what the kernel has taken, so
+// that a failure knows which items were not sent.
+void send_batch(const Sender& s, std::string_view batch, std::size_t& sent_upto) {
   std::size_t pos = 0;
+  std::uint32_t items = 0;  // small items in [sent_upto, pos)
+  auto flush = [&] {
+    if (items != 0) send_record(s, items, {batch.substr(sent_upto, pos - sent_upto)});
+    items = 0;
+    sent_upto = pos;
+  };
   while (pos < batch.size()) {
-    auto n = item_length(batch, pos);
-    std::string_view payload = batch.substr(pos + sizeof n, n);
-    if (n > record_room - item_prefix) {
-      record.flush(s);
-      sent_upto = pos;
-      send_large(s, payload);
-      sent_upto = pos + sizeof n + n;
-    } else {
-      if (!record.fits(n)) {
-        record.flush(s);
-        sent_upto = pos;
-      }
-      record.add(payload);
+    auto item = pending_item(batch, pos);
+    std::size_t end = pos + item.prefix + item.size;
+    if (item.large()) {
+      flush();
+      send_large(s, batch.substr(pos + item.prefix, item.size));
+      pos = sent_upto = end;
+      continue;
     }
-    pos += sizeof n + n;
+    if (items == max_items_per_record || end - sent_upto > record_room) flush();
+    pos = end;
+    ++items;
   }
-  record.flush(s);
-  sent_upto = pos;
+  flush();
 }
 
 std::uint64_t count_items(std::string_view pending, std::size_t from) {
   std::uint64_t count = 0;
-  for (std::size_t pos = from; pos < pending.size(); pos += sizeof(std::uint64_t) + item_length(pending, pos)) ++count;
+  for (std::size_t pos = from; pos < pending.size(); ++count) {
+    auto item = pending_item(pending, pos);
+    pos += item.prefix + item.size;
+  }
   return count;
 }
 
@@ -670,7 +675,6 @@ void feed(const std::shared_ptr<Feeder>& feeder, const std::shared_ptr<QueueCont
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
   Feeder& f = *feeder;
   Sender sender{*control, fds->writer, member};
-  RecordBuilder record;
   std::string batch;
   std::unique_lock lock(f.m);
   for (;;) {
@@ -680,7 +684,7 @@ void feed(const std::shared_ptr<Feeder>& feeder, const std::shared_ptr<QueueCont
     lock.unlock();
     std::size_t sent_upto = 0;
     try {
-      send_batch(sender, batch, record, sent_upto);
+      send_batch(sender, batch, sent_upto);
     } catch (...) {
       lock.lock();
       f.error = std::current_exception();
@@ -829,7 +833,7 @@ void rethrow_feeder_error(Feeder& f) {
 void deliver(QueueCore& core, std::size_t member, std::string_view packed) {
   if (core.kind == queue_kind::simple) {
     Sender sender{*core.control, core.fds->writer, member};
-    if (packed.size() > record_room - item_prefix) {
+    if (is_large(packed.size())) {
       send_large(sender, packed);
     } else {
       auto n = static_cast<std::uint32_t>(packed.size());
