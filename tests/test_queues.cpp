@@ -457,7 +457,7 @@ TEST_CASE("queue: a consumer killed while waiting in get does not block the othe
   if (first == 7) CHECK(q.get(patience) == 8);
 }
 
-TEST_CASE("queue: a producer killed at any instant loses only its unsent tail; qsize and maxsize come back exact",
+TEST_CASE("queue: a producer killed at any instant loses only its unsent tail, and qsize and maxsize come back exact",
           "[queue][robust][ipc]") {
   std::size_t maxsize = GENERATE(0, 16);
   for (int round = 0; round < 10; ++round) {
