@@ -1,11 +1,14 @@
 // Tests for <multiproc/queues.hpp>: Queue, JoinableQueue and SimpleQueue between real processes —
 // the seed examples, no loss at exit, bounded and unbounded puts, timeouts that never swallow
-// an item, misuse errors, and robustness when a consumer is killed.
+// an item, misuse errors, and robustness when producers and consumers are killed at any instant.
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -146,6 +149,99 @@ void check_per_producer_order(const std::vector<Tagged>& seq) {
     CHECK(i >= next[who]);
     next[who] = i + 1;
   }
+}
+
+// --- producers and consumers killed at any instant ------------------------------------------------
+
+// (producer << 32 | sequence number, payload): payloads of every size class — inline in a
+// record, filling most of one, and large enough to travel in a memfd — made from the key, so that
+// a torn or misplaced item shows.
+using Keyed = std::pair<std::int64_t, std::string>;
+
+std::int64_t key_of(int producer, int seq) { return std::int64_t{producer} << 32 | seq; }
+int producer_of(std::int64_t key) { return static_cast<int>(key >> 32); }
+int seq_of(std::int64_t key) { return static_cast<int>(key & 0xffffffff); }
+
+std::string payload_for(std::int64_t key) {
+  int seq = seq_of(key);
+  std::size_t size = seq % 53 == 0 ? 300 << 10 : seq % 17 == 0 ? 40 << 10 : static_cast<std::size_t>(seq % 11);
+  std::string s(size, static_cast<char>('a' + (key + producer_of(key)) % 26));
+  auto tag = std::to_string(key);
+  return size >= tag.size() ? s.replace(0, tag.size(), tag) : s;
+}
+
+Keyed keyed(int producer, int seq) {
+  auto key = key_of(producer, seq);
+  return {key, payload_for(key)};
+}
+
+// Puts keyed items until killed; `started` once the first put returned.
+void put_keyed_forever(mp::Queue<Keyed> q, int me, mp::Event started) {
+  for (int i = 0;; ++i) {
+    q.put(keyed(me, i));
+    if (i == 0) started.set();
+  }
+}
+
+void put_keyed(mp::Queue<Keyed> q, int me, int n) {
+  for (int i = 0; i < n; ++i) q.put(keyed(me, i));
+}
+
+// Every item intact; per producer, sequence numbers 0, 1, 2, ... with none missing or repeated.
+// Returns how many items each producer delivered.
+std::map<int, int> check_contiguous(const std::vector<Keyed>& got) {
+  std::map<int, int> next;
+  for (auto& [key, payload] : got) {
+    CHECK(payload == payload_for(key));
+    CHECK(seq_of(key) == next[producer_of(key)]++);
+  }
+  return next;
+}
+
+// JoinableQueue consumer: counts every item it gets in `seen` (by sequence number), marks it
+// done, and stops at a key of -1.
+void count_and_mark_done(mp::JoinableQueue<Keyed> q, mp::Array<int> seen) {
+  for (;;) {
+    auto [key, payload] = q.get(patience);
+    if (key == -1) {
+      q.task_done();
+      return;
+    }
+    if (payload != payload_for(key)) throw mp::SystemExit{7};
+    {
+      std::lock_guard guard(seen.get_lock());
+      ++seen[static_cast<std::size_t>(seq_of(key))];
+    }
+    q.task_done();
+  }
+}
+
+// Takes `n` items, says so, and waits to be killed without marking them done.
+void get_and_hold(mp::JoinableQueue<int> q, int n, mp::Event holding) {
+  for (int i = 0; i < n; ++i) (void)q.get(patience);
+  holding.set();
+  mp::Event never;
+  (void)never.wait(patience);
+}
+
+void get_one(mp::Queue<std::string> q) { (void)q.get(patience); }
+
+void put_big_then_after(mp::Queue<std::string> q, mp::Event sent) {
+  q.put(std::string(8 << 20, 'x'));
+  q.put("after");
+  q.close();
+  q.join_thread();
+  sent.set();
+  mp::Event never;
+  (void)never.wait(patience);
+}
+
+// Small items, far more than the socket holds, with no reader: the feeder is blocked mid-send.
+void put_ints_beyond_the_socket(mp::Queue<int> q, mp::Event returned) {
+  for (int i = 0; i < 200000; ++i) q.put(i);
+  returned.set();
+  mp::Event never;
+  (void)never.wait(patience);
 }
 
 template <class T>
@@ -359,6 +455,192 @@ TEST_CASE("queue: a consumer killed while waiting in get does not block the othe
   auto first = q.get(patience);
   CHECK((first == 7 || first == 8));
   if (first == 7) CHECK(q.get(patience) == 8);
+}
+
+TEST_CASE("queue: a producer killed at any instant loses only its unsent tail, and qsize and maxsize come back exact",
+          "[queue][robust][ipc]") {
+  std::size_t maxsize = GENERATE(0, 16);
+  for (int round = 0; round < 10; ++round) {
+    mp::Queue<Keyed> q(maxsize);
+    mp::Event started;
+    Team team;
+    team.start(put_keyed_forever, q, 1, started);
+    REQUIRE(started.wait(patience));
+    team.start(put_keyed, q, 2, 400);
+    std::vector<Keyed> got;
+    for (int i = 0; i < round * 13 % 60; ++i) got.push_back(q.get(patience));
+    // Not a synchronisation: spreads the kill over the producer's put/send cycle.
+    std::this_thread::sleep_for(std::chrono::microseconds(round * 1733 % 9000));
+    team[0].kill();
+    join_or_kill(team[0]);
+    auto survivor_items = [&] {
+      return std::count_if(got.begin(), got.end(), [](const Keyed& k) { return producer_of(k.first) == 2; });
+    };
+    auto deadline = std::chrono::steady_clock::now() + patience;
+    while (survivor_items() < 400 && std::chrono::steady_clock::now() < deadline) got.push_back(q.get(patience));
+    join_or_kill(team[1]);
+    // Quiet now: qsize() is what is left, exactly.
+    std::size_t left = q.qsize();
+    for (std::size_t i = 0; i < left; ++i) got.push_back(q.get(patience));
+    CHECK_THROWS_AS(q.get(50ms), mp::Empty);
+    CHECK(q.qsize() == 0);
+    CHECK(q.empty());
+    auto delivered = check_contiguous(got);
+    CHECK(delivered[2] == 400);
+    INFO("round " << round << ": the killed producer delivered " << delivered[1]);
+    if (maxsize != 0) {
+      for (std::size_t i = 0; i < maxsize; ++i) q.put_nowait(keyed(3, static_cast<int>(i)));
+      CHECK(q.full());
+      CHECK_THROWS_AS(q.put_nowait(keyed(3, 99)), mp::Full);
+    }
+  }
+}
+
+TEST_CASE("queue: a producer killed while its feeder is blocked on a full socket leaves whole items "
+          "(repro_queue_producer_killed)",
+          "[queue][robust][ipc]") {
+  mp::Queue<int> q;
+  mp::Event returned;
+  Team team;
+  team.start(put_ints_beyond_the_socket, q, returned);
+  REQUIRE(returned.wait(patience));
+  CHECK(q.qsize() == 200000);
+  team[0].kill();
+  join_or_kill(team[0]);
+  int next = 0;
+  auto started = std::chrono::steady_clock::now();
+  for (;;) {
+    try {
+      int item = q.get(200ms);
+      CHECK(item == next);
+      next = item + 1;
+    } catch (const mp::Empty&) {
+      break;
+    }
+  }
+  // get(timeout) kept its timeout on the queue the dead producer left (bounded, not timed).
+  CHECK(std::chrono::steady_clock::now() - started < patience);
+  CHECK(next > 0);
+  CHECK(next < 200000);
+  CHECK(q.qsize() == 0);
+  q.put(-1);
+  CHECK(q.get(patience) == -1);
+}
+
+TEST_CASE("queue: a consumer killed while reading a large item loses only that item "
+          "(repro_queue_consumer_killed)",
+          "[queue][robust][ipc]") {
+  for (int round = 0; round < 8; ++round) {
+    mp::Queue<std::string> q;
+    mp::Event sent;
+    Team team;
+    team.start(put_big_then_after, q, sent);
+    REQUIRE(sent.wait(patience));
+    mp::Process consumer(get_one, q);
+    consumer.start();
+    // Not a synchronisation: lands the kill before, during or after the consumer's get.
+    std::this_thread::sleep_for(std::chrono::microseconds(round * round * 400));
+    consumer.kill();
+    join_or_kill(consumer);
+    auto first = q.get(patience);
+    if (first != "after") {
+      CHECK(first == std::string(8 << 20, 'x'));
+      CHECK(q.get(patience) == "after");
+    }
+    CHECK(q.qsize() == 0);
+    CHECK_THROWS_AS(q.get(10ms), mp::Empty);
+  }
+}
+
+TEST_CASE("joinable queue: consumers killed at any instant lose at most the item each was getting, "
+          "and join reports or finishes",
+          "[queue][joinable][robust][ipc]") {
+  std::size_t maxsize = GENERATE(0, 8);
+  constexpr int n = 1500;
+  constexpr int kills = 12;
+  mp::JoinableQueue<Keyed> q(maxsize);
+  mp::Array<int> seen(n);
+  Team producers;
+  producers.start(put_keyed, static_cast<mp::Queue<Keyed>>(q), 1, n);
+  std::vector<mp::Process> consumers;
+  for (int i = 0; i < 3; ++i) {
+    consumers.emplace_back(count_and_mark_done, q, seen);
+    consumers.back().start();
+  }
+  for (int k = 0; k < kills; ++k) {
+    std::this_thread::sleep_for(std::chrono::microseconds(k * 977 % 4000));
+    auto& victim = consumers[static_cast<std::size_t>(k) % consumers.size()];
+    victim.kill();
+    join_or_kill(victim);
+    victim = mp::Process(count_and_mark_done, q, seen);
+    victim.start();
+  }
+  CHECK(producers.join_all() == std::vector<int>{0});
+  for (std::size_t i = 0; i < consumers.size(); ++i) q.put({-1, ""});
+  for (auto& c : consumers) {
+    join_or_kill(c);
+    CHECK(c.exitcode() == 0);
+  }
+  int total = 0;
+  for (int count : seen.to_vector()) {
+    CHECK(count <= 1);
+    total += count;
+  }
+  CHECK(total >= n - kills);
+  CHECK(q.qsize() == 0);
+  bool finished = false;
+  try {
+    finished = q.join(patience);
+  } catch (const mp::ProcessError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("died holding"));
+    finished = q.join(patience);
+  }
+  CHECK(finished);
+}
+
+TEST_CASE("joinable queue: join raises ProcessError naming a consumer that died between get and task_done",
+          "[queue][joinable][robust][ipc]") {
+  mp::JoinableQueue<int> q;
+  for (int i = 0; i < 3; ++i) q.put(i);
+  mp::Event holding;
+  mp::Process consumer(get_and_hold, q, 2, holding);
+  consumer.start();
+  REQUIRE(holding.wait(patience));
+  auto pid = std::to_string(*consumer.pid());
+  // One join already waiting when the consumer dies, one started after.
+  std::optional<std::string> waiting_error;
+  std::thread waiter([&] {
+    try {
+      q.join();
+    } catch (const mp::ProcessError& e) {
+      waiting_error = e.what();
+    }
+  });
+  consumer.kill();
+  join_or_kill(consumer);
+  waiter.join();
+  REQUIRE(waiting_error);
+  CHECK_THAT(*waiting_error, Catch::Contains("process " + pid) && Catch::Contains("holding 2 item"));
+  // The two held items are written off: the third is all a join waits for now.
+  CHECK_FALSE(q.join(10ms));
+  CHECK(q.get(patience) == 2);
+  q.task_done();
+  CHECK(q.join(patience));
+}
+
+TEST_CASE("joinable queue: a join started after the death was noticed elsewhere still reports it once",
+          "[queue][joinable][robust][ipc]") {
+  mp::JoinableQueue<int> q;
+  q.put(7);
+  mp::Event holding;
+  mp::Process consumer(get_and_hold, q, 1, holding);
+  consumer.start();
+  REQUIRE(holding.wait(patience));
+  consumer.kill();
+  join_or_kill(consumer);
+  CHECK(q.qsize() == 0);  // looks for the dead, and finds this one
+  CHECK_THROWS_AS(q.join(patience), mp::ProcessError);
+  CHECK(q.join(0ms));
 }
 
 TEST_CASE("queue: a forked child never re-sends items its parent had not written yet", "[queue][ipc]") {

@@ -1,21 +1,26 @@
 // Queues between processes — Python's multiprocessing Queue, JoinableQueue and SimpleQueue.
 //
-// A queue is a mailbox over a Unix stream socket: items are MessagePack frames (detail/wire.hpp),
-// and a small control block in anonymous shared memory holds what every process must agree on —
-// a consumer lock, a producer lock (frames never interleave), the exact item count (maxsize is
-// enforced across processes), JoinableQueue's unfinished-task count, and a read-ahead buffer that
-// consumers fill in bulk (items in it still belong to the queue: any consumer takes them next).
+// A queue is a mailbox over a Unix SOCK_SEQPACKET socket: items travel in records (a batch of
+// small items, or one large item in a memfd) that the kernel delivers whole or not at all, and a
+// small control block in anonymous shared memory holds what every process must agree on: a slot
+// per process using the queue with its counts (items put, sent, taken, task_done), so that
+// qsize and maxsize hold across processes, and a read-ahead buffer with the rest of the last
+// record (items in it still belong to the queue: any consumer takes them next).
 // A handle is a cheap copy; a copy passed to a Process, or inherited by any forked child, is the
 // same queue there. Every method is safe from any thread of any process.
 //
 // put() packs the item at the call site (an unpackable type does not compile; a packing error
-// throws there) and, for Queue, hands the frame to this process's feeder thread, which writes
-// pending frames in batches: an unbounded put never blocks. Nothing put is lost: items put before
+// throws there) and, for Queue, hands it to this process's feeder thread, which sends pending
+// items in batches: an unbounded put never blocks. Nothing put is lost: items put before
 // close() + join_thread(), or before the process ends normally, are delivered, in order per
 // producer (cancel_join_thread() gives that up to exit without waiting, as in Python). A forked
-// child never re-sends its parent's pending items. get(timeout) never swallows an item: once
-// the first byte of a frame has arrived it is read whole. SimpleQueue has no feeder: put writes
-// directly. qsize(), empty() and full() are exact once the queue is quiet.
+// child never re-sends its parent's pending items. get(timeout) never swallows an item.
+// SimpleQueue has no feeder: put sends directly.
+// A process killed at any instant (SIGKILL included) loses at most the items it was putting (not
+// yet sent by its feeder) or getting; every other item arrives intact and in per-producer order,
+// and the dead process's unsent items give back their qsize()/maxsize slots. qsize(), empty()
+// and full() are exact once the queue is quiet; they look for dead processes (one fcntl per
+// process using the queue). At most 1024 processes may use one queue at once.
 // Timeouts: without one a call blocks; with one it waits at most that long (zero: only tries)
 // and throws Empty / Full. After close(), put and get throw ValueError in this process.
 // Destructor: when the last handle in a process goes, its pending items are flushed (unless
@@ -142,7 +147,10 @@ public:
   // Marks one item taken by get() as processed. ValueError when called more times than items
   // were put.
   void task_done() { this->channel_.task_done(); }
-  // Blocks until every item put (by any process) has been marked done.
+  // Blocks until every item put (by any process) has been marked done. ProcessError, naming its
+  // pid and how many items it held, when a consumer died between get() and task_done(): its
+  // items are written off (a later join() waits only for the others), and the error is raised
+  // by every join() waiting then, or else by the next one.
   void join() { this->channel_.join(std::nullopt); }
   // As join(), at most timeout; true when every item was done.
   template <class Rep, class Period>
