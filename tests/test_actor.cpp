@@ -631,6 +631,7 @@ TEST_CASE("actor: no process or descriptor is left once the actors ended", "[act
     CHECK_THROWS_AS(killed.request<int>(Get{}, patience), mp::ActorExited);
     stopped.stop();
     named.stop();
+    crashing.stop();  // it is ending: stop waits for that
     CHECK_FALSE(crashing.alive());
     CHECK_FALSE(killed.alive());
   }

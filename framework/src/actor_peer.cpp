@@ -101,18 +101,24 @@ bool actor_peer::write(std::string& frame) {
   }
 }
 
-std::string actor_peer::call(std::string& frame, Deadline deadline) {
-  auto s = std::make_shared<slot>();
+std::uint64_t actor_peer::submit(std::string& frame) {
   std::uint64_t id;
   {
     std::lock_guard lk(m_);
     if (ended_) throw ActorExited("actor " + ref_.address() + " has ended", exitcode_);
     id = ++next_id_;
-    pending_.emplace(id, s);
+    pending_.emplace(id, std::make_shared<slot>());
   }
   std::memcpy(frame.data() + actor_header_at + 9, &id, 8);
   write(frame);  // when the actor is gone, reading finds its end
+  return id;
+}
+
+std::string actor_peer::wait(std::uint64_t id, Deadline deadline) {
   std::unique_lock lk(m_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) throw Error("no request " + std::to_string(id) + " is pending");
+  auto s = it->second;
   while (!s->done) {
     if (deadline && Clock::now() >= *deadline) {
       pending_.erase(id);
@@ -138,6 +144,7 @@ std::string actor_peer::call(std::string& frame, Deadline deadline) {
       cv_.wait(lk);
     }
   }
+  pending_.erase(id);
   if (s->error) std::rethrow_exception(s->error);
   return std::move(s->reply);
 }
@@ -170,7 +177,6 @@ bool actor_peer::take(std::string_view frame, std::uint64_t id) {
   if (it == pending_.end()) return false;  // its requester gave up waiting
   it->second->done = true;
   it->second->reply.assign(frame);
-  pending_.erase(it);
   cv_.notify_all();
   return rid == id;
 }
@@ -187,11 +193,11 @@ void actor_peer::end() {
   ended_ = true;
   exitcode_ = code;
   for (auto& [rid, s] : pending_) {
+    if (s->done) continue;
     s->done = true;
     s->error = std::make_exception_ptr(
         ActorExited("actor " + ref_.address() + " ended (exit code " + std::to_string(code) + ") before it answered", code));
   }
-  pending_.clear();
   cv_.notify_all();
 }
 
@@ -256,6 +262,12 @@ void forget_peer(actor_peer& peer) {
   if (ended) p.ended.emplace(peer.ref().address(), code);
 }
 
+void drop_peer(const ActorRef& ref) {
+  auto& p = peers();
+  std::lock_guard lk(p.m);
+  p.by_address.erase(ref.address());
+}
+
 std::optional<int> recorded_end(const ActorRef& ref) {
   auto& p = peers();
   std::lock_guard lk(p.m);
@@ -272,13 +284,20 @@ void record_end(const ActorRef& ref, int exitcode) {
 
 std::optional<int> reap_spawned(const ActorRef& ref, Deadline deadline) {
   auto process = spawned_process(ref);
-  if (!process) return std::nullopt;
-  if (!process->join(deadline ? std::chrono::duration<double>(*deadline - Clock::now()) : std::chrono::hours(24 * 365)))
-    return std::nullopt;
-  int code = process->exitcode().value_or(255);
-  process->close();
+  if (!process) return recorded_end(ref);
+  int code;
+  try {
+    if (!process->join(deadline ? std::chrono::duration<double>(*deadline - Clock::now()) : std::chrono::hours(24 * 365)))
+      return std::nullopt;
+    code = process->exitcode().value_or(255);
+    // Recorded before the Process is closed: a thread that finds it closed finds the code.
+    record_end(ref, code);
+    process->close();
+  } catch (const ValueError&) {
+    return recorded_end(ref);  // another thread reaped and closed it meanwhile
+  }
   forget_spawned(ref);
-  record_end(ref, code);
+  drop_peer(ref);
   return code;
 }
 

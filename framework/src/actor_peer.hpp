@@ -41,7 +41,11 @@ public:
   bool write(std::string& frame);
   // Sends a request frame under a fresh id and waits until deadline for the answer: the reply
   // frame's payload (actor header included). TimeoutError, ActorExited.
-  std::string call(std::string& frame, Deadline deadline);
+  std::string call(std::string& frame, Deadline deadline) { return wait(submit(frame), deadline); }
+  // call's two halves: submit sends in the caller's turn (so that order holds), wait may run on
+  // another thread.
+  std::uint64_t submit(std::string& frame);
+  std::string wait(std::uint64_t id, Deadline deadline);
   // Reads what has arrived, without waiting: hands answers to their waiters, notes the end.
   // Whether the actor has ended. Does nothing while another thread reads.
   bool pump();
@@ -82,6 +86,8 @@ std::shared_ptr<actor_peer> peer_for(const ActorRef& ref);
 // Drops a cached connection, remembering the actor's exit code when it has ended (its socket is
 // closed then; later peer_for calls for it give nullptr).
 void forget_peer(actor_peer& peer);
+// Drops the cached connection to an actor that has ended (its socket closes with the last user).
+void drop_peer(const ActorRef& ref);
 // The exit code of an actor this process saw end; record it.
 std::optional<int> recorded_end(const ActorRef& ref);
 void record_end(const ActorRef& ref, int exitcode);

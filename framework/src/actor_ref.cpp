@@ -22,6 +22,8 @@ namespace {
 // How long a spawner's normal exit waits for the actors it spawned before it kills them.
 constexpr std::chrono::seconds exit_grace{1};
 constexpr std::chrono::seconds whereis_timeout{10};
+// How long a requester that saw its actor's sockets close waits for the process to be reapable.
+constexpr std::chrono::seconds reap_patience{2};
 
 bool is_self(const ActorRef& ref) {
   auto* loop = current_actor();
@@ -66,19 +68,29 @@ void actor_send(const ActorRef& to, std::string& frame) {
   if (auto peer = peer_for(to)) peer->write(frame);
 }
 
-msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Deadline deadline) {
+namespace {
+
+void check_requestable(const ActorRef& to) {
   if (!to) throw ValueError("request() on a null ActorRef");
   if (is_self(to)) throw ValueError("an actor cannot request itself: it would wait for its own answer");
+}
+
+std::shared_ptr<actor_peer> peer_or_exited(const ActorRef& to) {
   auto peer = peer_for(to);
-  if (!peer) {
-    int code = learn_exit_code(to, std::nullopt);
-    throw ActorExited("actor " + to.address() + " has ended (exit code " + std::to_string(code) + ")", code);
-  }
+  if (peer) return peer;
+  int code = learn_exit_code(to, std::nullopt);
+  throw ActorExited("actor " + to.address() + " has ended (exit code " + std::to_string(code) + ")", code);
+}
+
+// The answer to request `id`: the handler's value, or its error raised here.
+msgpack::object_handle answer_of(const ActorRef& to, actor_peer& peer, std::uint64_t id, Deadline deadline) {
   std::string reply;
   try {
-    reply = peer->call(frame, deadline);
+    reply = peer.wait(id, deadline);
   } catch (const ActorExited&) {
-    forget_peer(*peer);
+    // Its sockets are closed, so its process is ending: reap it (if ours) before reporting.
+    forget_peer(peer);
+    reap_spawned(to, deadline_after(reap_patience));
     throw;
   }
   std::string_view payload(reply);
@@ -87,12 +99,30 @@ msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Dea
   raise(static_cast<errc>(code), message, type);
 }
 
+} // namespace
+
+msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Deadline deadline) {
+  check_requestable(to);
+  auto peer = peer_or_exited(to);
+  return answer_of(to, *peer, peer->submit(frame), deadline);
+}
+
 void actor_request_async(const ActorRef& to, std::string frame,
                          std::function<void(const msgpack::object*, std::exception_ptr)> done) {
-  std::thread([to, frame = std::move(frame), done = std::move(done)]() mutable {
+  // Sent here, so that it keeps its place among this process's messages; answered on a thread.
+  std::shared_ptr<actor_peer> peer;
+  std::uint64_t id = 0;
+  try {
+    check_requestable(to);
+    peer = peer_or_exited(to);
+    id = peer->submit(frame);
+  } catch (...) {
+    return done(nullptr, std::current_exception());
+  }
+  std::thread([to, peer, id, done = std::move(done)] {
     msgpack::object_handle reply;
     try {
-      reply = actor_request(to, frame, std::nullopt);
+      reply = answer_of(to, *peer, id, std::nullopt);
     } catch (...) {
       return done(nullptr, std::current_exception());
     }
