@@ -638,3 +638,27 @@ TEST_CASE("actor: no process or descriptor is left once the actors ended", "[act
   CHECK(no_children_left());
   CHECK(open_fd_count() == fds_before);
 }
+
+// ---- type ids ------------------------------------------------------------------------------
+
+namespace app {
+struct Named {
+  static constexpr std::string_view actor_type_name = "app.Named";
+  int x = 0;
+  MSGPACK_DEFINE(x);
+};
+struct Plain {
+  int x = 0;
+  MSGPACK_DEFINE(x);
+};
+}  // namespace app
+
+TEST_CASE("actor: a message type's id is the hash of its name, which a type can fix", "[actor]") {
+  STATIC_REQUIRE(mp::detail::message_type_name<app::Plain>() == "app::Plain");
+  STATIC_REQUIRE(mp::detail::message_type_name<std::string>().find("basic_string") != std::string_view::npos);
+  STATIC_REQUIRE(mp::detail::message_type_id<app::Named>() == mp::detail::fnv1a("app.Named"));
+  STATIC_REQUIRE(mp::detail::message_type_id<app::Plain>() != mp::detail::message_type_id<app::Named>());
+  auto a = mp::spawn([](mp::ActorContext&) -> mp::Behavior { return {[](const app::Named& n) { return n.x; }}; });
+  CHECK(a.request<int>(app::Named{4}, patience) == 4);
+  a.stop();
+}
