@@ -70,6 +70,7 @@ actor_loop::~actor_loop() {
 }
 
 int actor_loop::run(std::function<Behavior(ActorContext&)>& init) {
+  become_loop_thread();
   try {
     ActorContext ctx(*this);
     Behavior behavior = init(ctx);
@@ -93,9 +94,11 @@ void actor_loop::serve() {
       std::string payload = std::move(local_.front());
       local_.pop_front();
       handle(payload, nullptr);
+      flush_posted_by_loop();
       continue;
     }
     fire_due_timers();
+    flush_posted_by_loop();
     if (!local_.empty() || quit_) continue;
     wait_for_input();
     if (listen_fd_ >= 0 && poll_set_[0].revents) accept_from(listen_fd_);
@@ -164,6 +167,7 @@ void actor_loop::read_client(std::size_t index) {
       auto frame = c.in.next();
       if (!frame) break;
       handle(*frame, &c);
+      flush_posted_by_loop();
     }
   } catch (const Error& e) {
     // A malformed length: the stream cannot be resynchronised, so this peer is dropped.
@@ -339,6 +343,7 @@ void actor_loop::watched_ended(const ActorRef& ref, const watch& w, int exitcode
 void actor_loop::deliver_local(const std::string& frame) { local_.push_back(frame.substr(frame_reserve)); }
 
 void actor_loop::end(int exitcode) {
+  flush_posted_by_loop();
   for (int* fd : {&listen_fd_, &name_fd_}) {
     if (*fd < 0) continue;
     unregister_internal_fd(*fd);

@@ -9,8 +9,10 @@
 #include <fstream>
 #include <new>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 
+#include "actor_loop.hpp"
 #include "actor_socket.hpp"
 #include "launch.hpp"
 #include "log.hpp"
@@ -54,12 +56,72 @@ std::optional<int> exit_code_of_stranger(pid_t pid) {
   return zombie_exit_code(pid);
 }
 
+// Posted bytes to one actor beyond which the sender writes them itself.
+constexpr std::size_t max_posted = 256 * 1024;
+
+// Writes posted frames for the threads that are not an actor's loop: CPython's Queue feeder, one
+// per process, started by the first send.
+struct Feeder {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::shared_ptr<actor_peer>> dirty;
+  bool started = false;
+};
+// An actor's loop thread flushes its own posts after each message: no thread in actors.
+struct LoopPosts {
+  std::thread::id loop_thread;
+  std::vector<std::shared_ptr<actor_peer>> dirty;
+};
+
 struct Peers {
   std::mutex m;
   std::unordered_map<std::string, std::shared_ptr<actor_peer>> by_address;
   std::unordered_map<std::string, std::shared_ptr<Process>> spawned;
   std::unordered_map<std::string, int> ended;  // exit codes of actors seen to end
 };
+
+Feeder& feeder() {
+  static auto* f = new Feeder;  // never destroyed, as Peers
+  return *f;
+}
+LoopPosts& loop_posts() {
+  static auto* l = new LoopPosts;
+  return *l;
+}
+
+void flush_all(std::vector<std::shared_ptr<actor_peer>>& dirty) {
+  for (auto& peer : dirty) peer->flush();
+  dirty.clear();
+}
+
+void run_feeder() {
+  auto& f = feeder();
+  std::vector<std::shared_ptr<actor_peer>> batch;
+  for (;;) {
+    {
+      std::unique_lock lk(f.m);
+      f.cv.wait(lk, [&] { return !f.dirty.empty(); });
+      batch.swap(f.dirty);
+    }
+    flush_all(batch);
+  }
+}
+
+void schedule_flush(std::shared_ptr<actor_peer> peer) {
+  auto& loop = loop_posts();
+  if (current_actor() && std::this_thread::get_id() == loop.loop_thread) {
+    loop.dirty.push_back(std::move(peer));
+    return;
+  }
+  auto& f = feeder();
+  std::lock_guard lk(f.m);
+  f.dirty.push_back(std::move(peer));
+  if (!f.started) {
+    std::thread(run_feeder).detach();
+    f.started = true;
+  }
+  f.cv.notify_one();
+}
 
 Peers& peers_unhooked() {
   static auto* p = new Peers;  // never destroyed: used from exit hooks and children
@@ -69,15 +131,40 @@ Peers& peers_unhooked() {
 // A forked child must not share its parent's sockets (their frames would interleave) nor think
 // it spawned its parent's actors. Their descriptors are internal, already closed in the child;
 // the objects are abandoned unfreed, as another thread may have held their locks at fork time.
-void forget_peers_in_child() { new (&peers_unhooked()) Peers; }
+void forget_peers_in_child() {
+  new (&peers_unhooked()) Peers;
+  new (&feeder()) Feeder;
+  new (&loop_posts()) LoopPosts;
+}
 
 Peers& peers() {
   static std::once_flag once;
-  std::call_once(once, [] { on_fork_child(forget_peers_in_child); });
+  std::call_once(once, [] {
+    on_fork_child(forget_peers_in_child);
+    at_process_exit(flush_posted, 0);
+  });
   return peers_unhooked();
 }
 
 } // namespace
+
+void flush_posted() {
+  flush_posted_by_loop();
+  auto& f = feeder();
+  std::vector<std::shared_ptr<actor_peer>> batch;
+  {
+    std::lock_guard lk(f.m);
+    batch.swap(f.dirty);
+  }
+  flush_all(batch);
+}
+
+void flush_posted_by_loop() {
+  auto& loop = loop_posts();
+  if (current_actor() && std::this_thread::get_id() == loop.loop_thread) flush_all(loop.dirty);
+}
+
+void become_loop_thread() { loop_posts().loop_thread = std::this_thread::get_id(); }
 
 actor_frame frame_kind(std::string_view payload) { return static_cast<actor_frame>(payload[0]); }
 std::uint64_t frame_type_id(std::string_view payload) { return read_u64(payload, 1); }
@@ -93,11 +180,47 @@ actor_peer::~actor_peer() {
 
 bool actor_peer::write(std::string& frame) {
   std::lock_guard lk(write_m_);
+  return write_locked(&frame);
+}
+
+bool actor_peer::flush() {
+  std::lock_guard lk(write_m_);
+  return write_locked(nullptr);
+}
+
+// With write_m_ held, so that whatever leaves the box is on the socket before anything after it.
+bool actor_peer::write_locked(std::string* frame) {
+  std::string batch;
+  {
+    std::lock_guard lk(box_m_);
+    batch.swap(box_);
+  }
   try {
-    write_reserved_frame(fd_, frame);
+    if (batch.empty()) {
+      if (frame) write_reserved_frame(fd_, *frame);
+    } else {
+      if (frame) append_frame(batch, std::string_view(*frame).substr(frame_reserve));
+      write_bytes(fd_, batch);
+    }
     return true;
-  } catch (const BrokenPipeError&) {
-    return false;
+  } catch (const OSError&) {
+    return false;  // the actor is gone (EPIPE, ECONNRESET): as Erlang, the messages are dropped
+  }
+}
+
+void actor_peer::post(std::string& frame) {
+  bool was_empty;
+  bool full;
+  {
+    std::lock_guard lk(box_m_);
+    was_empty = box_.empty();
+    append_frame(box_, std::string_view(frame).substr(frame_reserve));
+    full = box_.size() >= max_posted;
+  }
+  if (full) {
+    flush();  // the sender outruns the writer: it writes itself, and waits while the actor is full
+  } else if (was_empty) {
+    schedule_flush(shared_from_this());
   }
 }
 

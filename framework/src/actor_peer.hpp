@@ -28,7 +28,7 @@ struct actor_ref_access {
   }
 };
 
-class actor_peer {
+class actor_peer : public std::enable_shared_from_this<actor_peer> {
 public:
   actor_peer(int fd, ActorRef ref);
   ~actor_peer();
@@ -37,8 +37,15 @@ public:
 
   int fd() const { return fd_; }
   const ActorRef& ref() const { return ref_; }
-  // Writes one whole frame (buffer with wire header space). false when the actor is gone.
+  // Writes what post() queued, then one whole frame (buffer with wire header space), in that
+  // order. false when the actor is gone.
   bool write(std::string& frame);
+  // Queues a frame behind this process's earlier ones and returns: a send. The frames leave in
+  // batches, written by this process's feeder thread, or in an actor by its loop once the
+  // current message is handled, or by the next write() to the same actor, whichever comes first.
+  void post(std::string& frame);
+  // Writes what post() queued. false when the actor is gone.
+  bool flush();
   // Sends a request frame under a fresh id and waits until deadline for the answer: the reply
   // frame's payload (actor header included). TimeoutError, ActorExited.
   std::string call(std::string& frame, Deadline deadline) { return wait(submit(frame), deadline); }
@@ -66,9 +73,13 @@ private:
     std::exception_ptr error;
   };
 
+  bool write_locked(std::string* frame);
+
   int fd_;
   ActorRef ref_;
-  std::mutex write_m_;
+  std::mutex write_m_;  // the socket's write side; held across the write
+  std::mutex box_m_;    // guards box_
+  std::string box_;     // posted frames not written yet, headers included
   std::mutex m_;  // guards what follows
   std::condition_variable cv_;
   bool reading_ = false;
@@ -79,6 +90,13 @@ private:
   std::map<std::uint64_t, std::shared_ptr<slot>> pending_;
   frame_reader in_;  // the reader's alone
 };
+
+// Writes every posted frame of this process (at its exit).
+void flush_posted();
+// In an actor's process: the connections its loop thread posted to, to flush after each message.
+void flush_posted_by_loop();
+// Called by an actor's loop on its thread before it runs init.
+void become_loop_thread();
 
 // This process's connection to the actor: opened on first use, nullptr when the actor has ended
 // (nobody listens at its address any more).

@@ -65,7 +65,7 @@ void install_exit_hook() {
 void actor_send(const ActorRef& to, std::string& frame) {
   if (!to) return;
   if (is_self(to)) return current_actor()->enqueue_local(frame.substr(frame_reserve));
-  if (auto peer = peer_for(to)) peer->write(frame);
+  if (auto peer = peer_for(to)) peer->post(frame);
 }
 
 namespace {
@@ -227,6 +227,8 @@ void ActorRef::stop_for(std::chrono::milliseconds grace) const {
 }
 
 ActorRef whereis(std::string_view name) {
+  // An actor asking for its own name would wait for its own answer.
+  if (auto* loop = detail::current_actor(); loop && !name.empty() && loop->self().name() == name) return loop->self();
   int fd = detail::connect_abstract(detail::actor_name_address(name));
   if (fd < 0) return {};
   detail::actor_peer peer(fd, ActorRef{});
