@@ -18,6 +18,9 @@
 // Let it crash: an exception escaping a handler ends the actor with exit code 1 (the error is
 // printed as a Process prints it); the request being answered fails with RemoteError, queued
 // requests with ActorExited; monitors receive Down and links end too (or receive Exit).
+// Two actors that each wait to write to the other while both sockets are full wait for ever, as
+// two processes writing to each other's full pipes do: keep what crosses in one go below the
+// socket buffer (~200 KiB), or answer with requests.
 // Thread safety: ActorRef's members may be called from several threads at once; ActorContext is
 // the actor's own and used from its handlers only. In a forked child, refs keep working (the
 // child opens its own connections).
@@ -83,9 +86,13 @@ class ActorRef {
 public:
   ActorRef() = default;
 
-  // Queues msg in the actor's mailbox and returns without waiting for the handler; it may wait
-  // while the actor's socket is full. From one process, messages arrive in the order sent. To an
-  // actor that has ended (or a null ref) the message is dropped, as Erlang drops it.
+  // Queues msg for the actor and returns without waiting for the handler. Sends leave in
+  // batches, as a Queue's puts do: written by a feeder thread that the process's first send
+  // starts (in an actor, by its own loop once the current handler returns), or by the next
+  // request to the same actor; past 256 KiB not yet written the sender writes them itself and
+  // waits while the actor's socket is full. From one process, messages arrive in the order sent
+  // (requests included). To an actor that has ended (or a null ref) the message is dropped, as
+  // Erlang drops it. What a process sent is written before it exits normally.
   template <class M>
   void send(const M& msg) const {
     auto frame = detail::make_frame(detail::actor_frame::send, msg);
