@@ -417,6 +417,24 @@ TEST_CASE("actor: a ref crosses three processes and reaches its actor directly",
   the_box.stop();
 }
 
+namespace {
+int add_through(mp::ActorRef counter_ref, int n) {
+  counter_ref.send(Add{n});
+  return counter_ref.request<int>(Get{}, patience);
+}
+}  // namespace
+
+TEST_CASE("actor: a ref passes as a Pool task argument and works in the worker", "[actor]") {
+  auto a = mp::spawn(plain_counter);
+  {
+    mp::Pool pool(2);
+    auto results = pool.starmap(add_through, std::vector<std::tuple<mp::ActorRef, int>>{{a, 1}, {a, 2}, {a, 3}});
+    CHECK(results.size() == 3);
+  }
+  CHECK(a.request<int>(Get{}, patience) == 6);
+  a.stop();
+}
+
 // ---- context: monitor, link, timers --------------------------------------------------------
 
 TEST_CASE("actor: monitor delivers Down with the exit code, at once for an actor that has ended", "[actor][monitor]") {
