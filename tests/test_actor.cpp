@@ -365,6 +365,30 @@ TEST_CASE("actor: stop asks first, and SIGKILLs an actor still busy after the gr
   CHECK_THROWS_AS(pending.get(patience), mp::ActorExited);
 }
 
+namespace {
+// Stops an actor this process did not spawn: asked, then SIGKILLed after the grace.
+void stop_from_elsewhere(mp::ActorRef a) {
+  a.stop(200ms);
+  if (a.alive()) throw mp::SystemExit{2};
+}
+}  // namespace
+
+TEST_CASE("actor: a process other than the spawner stops an actor whether it is busy or idle", "[actor]") {
+  mp::Event busy;
+  auto idle = mp::spawn(plain_counter);
+  auto napping = mp::spawn(counter, 0, busy);
+  auto pending = napping.request_async<int>(Nap{30000});
+  REQUIRE(busy.wait(patience));
+  for (auto& a : {idle, napping}) {
+    mp::Process p(stop_from_elsewhere, a);
+    p.start();
+    multiproc_test::join_or_kill(p);
+    CHECK(p.exitcode() == 0);
+    CHECK_FALSE(a.alive());
+  }
+  CHECK_THROWS_AS(pending.get(patience), mp::ActorExited);
+}
+
 // ---- refs as values ------------------------------------------------------------------------
 
 TEST_CASE("actor: refs are values that pack, compare and stay null by default", "[actor]") {
