@@ -14,5 +14,6 @@ std::span<const Measure> queue_measures();
 std::span<const Measure> synchronize_measures();
 std::span<const Measure> pool_measures();
 std::span<const Measure> manager_measures();
+std::span<const Measure> actor_measures();
 
 } // namespace bench

@@ -1,6 +1,7 @@
 // multiproc: Python's multiprocessing for C++20. Include this for everything; namespace mp = multiproc.
 #pragma once
 
+#include "multiproc/actor.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
 #include "multiproc/logging.hpp"

@@ -122,6 +122,7 @@ public:
 
 private:
   friend class Pool;
+  friend class ActorRef;
   using state = detail::result_job<detail::stored_t<R>>;
   explicit AsyncResult(std::shared_ptr<state> s) : state_(std::move(s)) {}
   R value() {

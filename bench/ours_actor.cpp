@@ -1,0 +1,68 @@
+// Actors: a request round trip to an actor in another process, and one-way sends to it.
+#include <multiproc/multiproc.hpp>
+
+#include <memory>
+
+#include "ours.hpp"
+
+namespace mp = multiproc;
+using namespace std::chrono_literals;
+
+namespace {
+
+using bench::Clock;
+using bench::seconds_since;
+
+constexpr long warmup_round_trips = 100;
+
+struct Count {
+  MSGPACK_DEFINE();
+};
+
+mp::Behavior echo(mp::ActorContext&) {
+  return {[](long x) { return x; }};
+}
+
+// Counts the longs it receives; Count answers how many.
+mp::Behavior sink(mp::ActorContext&) {
+  auto seen = std::make_shared<long>(0);
+  return {[seen](long) { ++*seen; }, [seen](const Count&) { return *seen; }};
+}
+
+void round_trips(const mp::ActorRef& a, long rounds) {
+  for (long i = 0; i < rounds; ++i)
+    if (a.request<long>(i, 60s) != i) throw mp::Error("the echo actor returned the wrong value");
+}
+
+// µs per request + answer of a small integer to an actor in another process.
+double actor_request_roundtrip(long n) {
+  auto a = mp::spawn(echo);
+  round_trips(a, warmup_round_trips);
+  auto start = Clock::now();
+  round_trips(a, n);
+  double elapsed = seconds_since(start);
+  a.stop();
+  return elapsed / static_cast<double>(n) * 1e6;
+}
+
+// Messages/s of n sends of a small integer, until the actor has handled them all (the Count
+// request queues behind them).
+double actor_send_1to1(long n) {
+  auto a = mp::spawn(sink);
+  a.request<long>(Count{}, 60s);  // started and connected
+  auto start = Clock::now();
+  for (long i = 0; i < n; ++i) a.send(i);
+  if (a.request<long>(Count{}, 60s) != n) throw mp::Error("the sink actor lost messages");
+  double elapsed = seconds_since(start);
+  a.stop();
+  return static_cast<double>(n) / elapsed;
+}
+
+constexpr bench::Measure measures[] = {
+    {"actor_request_roundtrip", actor_request_roundtrip},
+    {"actor_send_1to1", actor_send_1to1},
+};
+
+} // namespace
+
+std::span<const bench::Measure> bench::actor_measures() { return measures; }

@@ -1,0 +1,253 @@
+// mp::spawn, mp::ActorRef, mp::Behavior — process-hosted actors, in the manner of Erlang's
+// processes (Python's multiprocessing has none; each actor here is a multiproc Process).
+//
+// An actor is a process with a mailbox. spawn() starts it (start method fork) and runs
+// init(ctx, args...) there; the Behavior init returns holds one handler per message type, and
+// each message goes to the handler whose parameter type is the message's C++ type, one message at
+// a time, with the actor's state kept in whatever init's handlers capture. A message is any
+// MessagePack-packable value (usually a struct with MSGPACK_DEFINE); its type crosses as a 64-bit
+// id (detail/actor_message.hpp says how it is made and how a type can fix it by name).
+//
+// An ActorRef is data — the actor's name, pid and socket address — so it packs into messages and
+// passes to Processes, Pool tasks and other actors. Every process talks to an actor over its own
+// Unix socket straight to the actor (one connection per process and actor, so messages from one
+// process arrive in the order sent); the actor accepts only peers of its own user (SO_PEERCRED).
+// Addresses and names live in Linux's abstract socket namespace: they vanish with the actor's
+// process however it ends, so a name is free again as soon as its holder has ended.
+//
+// Let it crash: an exception escaping a handler ends the actor with exit code 1 (the error is
+// printed as a Process prints it); the request being answered fails with RemoteError, queued
+// requests with ActorExited; monitors receive Down and links end too (or receive Exit).
+// Two actors that each wait to write to the other while both sockets are full wait for ever, as
+// two processes writing to each other's full pipes do: keep what crosses in one go below the
+// socket buffer (~200 KiB), or answer with requests.
+// Thread safety: ActorRef's members may be called from several threads at once; ActorContext is
+// the actor's own and used from its handlers only. In a forked child, refs keep working (the
+// child opens its own connections).
+// Shutdown: ActorRef::stop() asks, waits `grace`, then SIGKILLs. An actor dies with the thread
+// that spawned it (as Process documents), and a process's normal exit stops the actors it
+// spawned (asked first, SIGKILL after one second), so no actor outlives its spawner.
+// ActorRef has no destructor duty: dropping every ref does not stop the actor.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "multiproc/detail/actor_message.hpp"
+#include "multiproc/errors.hpp"
+#include "multiproc/pool.hpp"
+#include "multiproc/process.hpp"
+
+namespace multiproc {
+
+// The actor ended before it answered. exitcode(): its exit code, -SIG when a signal killed it,
+// 255 when its end was seen but its code could not be learnt (it was neither ours nor polite).
+struct ActorExited : ProcessError {
+  ActorExited(std::string what, int exitcode) : ProcessError(std::move(what)), exitcode_(exitcode) {}
+  int exitcode() const noexcept { return exitcode_; }
+
+private:
+  int exitcode_;
+};
+
+class ActorContext;
+class ActorRef;
+namespace detail {
+class actor_loop;
+struct actor_ref_access;
+msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Deadline deadline);
+void actor_request_async(const ActorRef& to, std::string frame,
+                         std::function<void(const msgpack::object*, std::exception_ptr)> done);
+void actor_send(const ActorRef& to, std::string& frame);
+template <class R>
+class actor_reply_job final : public result_job<stored_t<R>> {
+public:
+  void deliver(std::size_t, const msgpack::object& body) override {
+    if constexpr (!std::is_void_v<R>) this->value_ = convert<R>(body);
+  }
+};
+} // namespace detail
+
+// A reference to an actor (or to nothing). Cheap to copy; packs into messages.
+class ActorRef {
+public:
+  ActorRef() = default;
+
+  // Queues msg for the actor and returns without waiting for the handler. Sends leave in
+  // batches, as a Queue's puts do: written by a feeder thread that the process's first send
+  // starts (in an actor, by its own loop once the current handler returns), or by the next
+  // request to the same actor; past 256 KiB not yet written the sender writes them itself and
+  // waits while the actor's socket is full. From one process, messages arrive in the order sent
+  // (requests included). To an actor that has ended (or a null ref) the message is dropped, as
+  // Erlang drops it. What a process sent is written before it exits normally.
+  template <class M>
+  void send(const M& msg) const {
+    auto frame = detail::make_frame(detail::actor_frame::send, msg);
+    detail::actor_send(*this, frame);
+  }
+
+  // Sends msg and waits for the handler's return value, at most `timeout`. TimeoutError past it
+  // (a late answer is dropped); RemoteError when the handler threw (type and message); ActorExited
+  // when the actor ended before answering; TypeError when no handler takes M, or when the answer
+  // is not an R. An actor cannot request itself (ValueError). Thread-safe.
+  template <class R = void, class M, class Rep, class Period>
+  R request(const M& msg, std::chrono::duration<Rep, Period> timeout) const {
+    auto frame = detail::make_frame(detail::actor_frame::request, msg);
+    auto reply = detail::actor_request(*this, frame, detail::deadline_after(timeout));
+    if constexpr (!std::is_void_v<R>) return detail::convert<R>(reply.get());
+  }
+
+  // As request, without a timeout: the AsyncResult becomes ready with the answer or the error.
+  // A helper thread waits for the answer; it ends with the answer or with the actor.
+  template <class R = void, class M>
+  AsyncResult<R> request_async(const M& msg) const {
+    auto job = std::make_shared<detail::actor_reply_job<R>>();
+    auto frame = detail::make_frame(detail::actor_frame::request, msg);
+    detail::actor_request_async(*this, std::move(frame),
+                                [job](const msgpack::object* body, std::exception_ptr error) {
+                                  if (body) {
+                                    try {
+                                      job->deliver(0, *body);
+                                    } catch (...) {
+                                      error = std::current_exception();
+                                    }
+                                  }
+                                  if (error) job->fail(0, 1, error);
+                                  job->complete();
+                                });
+    return AsyncResult<R>(std::move(job));
+  }
+
+  // Ends the actor after the message it is handling: asks it, waits at most grace, then SIGKILLs
+  // it. Returns once it has ended (at once when it had). ValueError on a null ref.
+  template <class Rep = long, class Period = std::ratio<1>>
+  void stop(std::chrono::duration<Rep, Period> grace = std::chrono::seconds(5)) const {
+    stop_for(std::chrono::duration_cast<std::chrono::milliseconds>(grace));
+  }
+  // Whether the actor still runs (false for a null ref). Connects to it if this process has not.
+  bool alive() const;
+  pid_t pid() const { return pid_; }
+  const std::string& name() const { return name_; }  // "" when it registered none
+  // Its socket address ("@multiproc-actor-..." for the abstract namespace): unique per actor.
+  const std::string& address() const { return address_; }
+
+  explicit operator bool() const { return !address_.empty(); }
+  friend bool operator==(const ActorRef& a, const ActorRef& b) { return a.address_ == b.address_; }
+
+  MSGPACK_DEFINE(name_, pid_, address_);
+
+private:
+  friend struct detail::actor_ref_access;
+  ActorRef(std::string name, pid_t pid, std::string address)
+      : name_(std::move(name)), pid_(pid), address_(std::move(address)) {}
+  void stop_for(std::chrono::milliseconds grace) const;
+
+  std::string name_;
+  pid_t pid_ = 0;
+  std::string address_;
+};
+
+// An actor's handlers, one per message type. Each is a lambda or function taking one message
+// (by value or const reference) and returning void or a packable answer. Two handlers for one
+// type: ValueError.
+class Behavior {
+public:
+  template <class... Handlers>
+    requires(!std::same_as<std::decay_t<Handlers>, Behavior> && ...)
+  Behavior(Handlers... handlers) {
+    (add(detail::make_handler(std::move(handlers))), ...);
+  }
+
+private:
+  friend class detail::actor_loop;
+  void add(detail::handler_entry entry);
+  std::vector<detail::handler_entry> handlers_;
+};
+
+// A monitored actor ended (ActorContext::monitor). exitcode as ActorExited's.
+struct Down {
+  ActorRef actor;
+  int exitcode = 0;
+  MSGPACK_DEFINE(actor, exitcode);
+};
+// A linked actor ended, delivered instead of ending too while trap_exit is on.
+struct Exit {
+  ActorRef actor;
+  int exitcode = 0;
+  MSGPACK_DEFINE(actor, exitcode);
+};
+
+// What an actor's code sees of itself; valid in init and in handlers, in the actor's process.
+class ActorContext {
+public:
+  ActorRef self() const;
+  // Ends the actor with this exit code once the current message is handled.
+  void quit(int exitcode = 0);
+  // A Down arrives when `other` ends (at once when it has already).
+  void monitor(const ActorRef& other);
+  // Ties both ends: when either ends with an exit code other than 0, the other ends with it too
+  // (1 for a negative code), unless it traps exits: then it receives an Exit. Either way a
+  // trapping actor receives Exit for any end of a linked one.
+  void link(const ActorRef& other);
+  void trap_exit(bool on);
+  // Sends msg to `to` after delay (from this actor, as ActorRef::send would). Timers of an actor
+  // that ends are dropped.
+  template <class M, class Rep, class Period>
+  void send_after(const ActorRef& to, const M& msg, std::chrono::duration<Rep, Period> delay) {
+    schedule(to, detail::make_frame(detail::actor_frame::send, msg),
+             std::chrono::duration_cast<std::chrono::nanoseconds>(delay));
+  }
+
+private:
+  friend class detail::actor_loop;
+  explicit ActorContext(detail::actor_loop& loop) : loop_(&loop) {}
+  void schedule(const ActorRef& to, std::string frame, std::chrono::nanoseconds delay);
+  detail::actor_loop* loop_;
+};
+
+struct ActorOptions {
+  std::string name{};                         // non-empty: registered host-wide under it
+  std::optional<StartMethod> start_method{};  // only fork is supported for actors so far
+};
+
+namespace detail {
+ActorRef spawn_actor(ActorOptions options, std::function<Behavior(ActorContext&)> init);
+}
+
+// Starts an actor: init(ctx, args...) runs in the new process and returns its Behavior. With a
+// name: ValueError when an actor of this user holds it already (or it is longer than 80 bytes);
+// ValueError for a start method other than fork. OSError when fork fails. Thread-safe.
+template <class F, class... A>
+ActorRef spawn(ActorOptions options, F init, A... args) {
+  static_assert(std::is_invocable_r_v<Behavior, F&, ActorContext&, A&...>,
+                "multiproc::spawn: init must be callable as init(ActorContext&, args...) and return a Behavior");
+  return detail::spawn_actor(std::move(options),
+                             [init = std::move(init), args = std::make_tuple(std::move(args)...)](
+                                 ActorContext& ctx) mutable -> Behavior {
+                               return std::apply([&](auto&... a) -> Behavior { return init(ctx, a...); }, args);
+                             });
+}
+template <class F, class... A>
+  requires(!std::same_as<std::decay_t<F>, ActorOptions>)
+ActorRef spawn(F init, A... args) {
+  return spawn(ActorOptions{}, std::move(init), std::move(args)...);
+}
+
+// The actor of this user that holds `name` now, or ActorRef{} when none does. Waits for that
+// actor to answer (it answers between messages), at most 10 s: TimeoutError beyond.
+ActorRef whereis(std::string_view name);
+
+} // namespace multiproc

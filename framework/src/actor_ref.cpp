@@ -1,0 +1,261 @@
+// The public face of actors: spawn, whereis, and what an ActorRef or ActorContext does, on top of
+// the connections (actor_peer) and the mailbox loop (actor_loop).
+#include <signal.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "actor_loop.hpp"
+#include "actor_peer.hpp"
+#include "actor_socket.hpp"
+#include "launch.hpp"
+#include "log.hpp"
+#include "multiproc/actor.hpp"
+#include "multiproc/detail/errc.hpp"
+
+namespace multiproc {
+
+namespace detail {
+
+namespace {
+
+// How long a spawner's normal exit waits for the actors it spawned before it kills them.
+constexpr std::chrono::seconds exit_grace{1};
+constexpr std::chrono::seconds whereis_timeout{10};
+// How long a requester that saw its actor's sockets close waits for the process to be reapable.
+constexpr std::chrono::seconds reap_patience{2};
+
+bool is_self(const ActorRef& ref) {
+  auto* loop = current_actor();
+  return loop && loop->self() == ref;
+}
+
+void ask_to_stop(actor_peer& peer) {
+  auto frame = control_frame(actor_frame::stop, 0, msgpack::type::nil_t());
+  peer.write(frame);
+}
+
+// Waits until an actor that is not ours ended: its pidfd (opened while it was known alive, so
+// that a reused pid cannot stand in for it) becomes readable; SIGKILL once the deadline passed.
+void wait_or_kill_stranger(int pidfd, Deadline deadline) {
+  if (block_until_readable(pidfd, deadline)) return;
+  pidfd_send_signal(pidfd, SIGKILL);
+  block_until_readable(pidfd, std::nullopt);
+}
+
+// Waits until the connection shows the actor's end, so that its exit code is learnt and the
+// connection freed.
+void settle(const std::shared_ptr<actor_peer>& peer) {
+  if (!peer) return;
+  auto deadline = deadline_after(std::chrono::seconds(5));
+  while (!peer->pump() && Clock::now() < *deadline) block_until_readable(peer->fd(), deadline);
+  forget_peer(*peer);
+}
+
+// The spawner's exit: every actor it spawned and that still runs is asked to stop, then killed.
+void stop_spawned_at_exit();
+
+void install_exit_hook() {
+  static std::once_flag once;
+  std::call_once(once, [] { at_process_exit(stop_spawned_at_exit, 5); });
+}
+
+} // namespace
+
+void actor_send(const ActorRef& to, std::string& frame) {
+  if (!to) return;
+  if (is_self(to)) return current_actor()->enqueue_local(frame.substr(frame_reserve));
+  if (auto peer = peer_for(to)) peer->post(frame);
+}
+
+namespace {
+
+void check_requestable(const ActorRef& to) {
+  if (!to) throw ValueError("request() on a null ActorRef");
+  if (is_self(to)) throw ValueError("an actor cannot request itself: it would wait for its own answer");
+}
+
+std::shared_ptr<actor_peer> peer_or_exited(const ActorRef& to) {
+  auto peer = peer_for(to);
+  if (peer) return peer;
+  int code = learn_exit_code(to, std::nullopt);
+  throw ActorExited("actor " + to.address() + " has ended (exit code " + std::to_string(code) + ")", code);
+}
+
+// The answer to request `id`: the handler's value, or its error raised here.
+msgpack::object_handle answer_of(const ActorRef& to, actor_peer& peer, std::uint64_t id, Deadline deadline) {
+  std::string reply;
+  try {
+    reply = peer.wait(id, deadline);
+  } catch (const ActorExited&) {
+    // Its sockets are closed, so its process is ending: reap it (if ours) before reporting.
+    forget_peer(peer);
+    reap_spawned(to, deadline_after(reap_patience));
+    throw;
+  }
+  std::string_view payload(reply);
+  if (frame_kind(payload) == actor_frame::reply) return unpack_untrusted(frame_body(payload));
+  auto [code, type, message] = decode<std::tuple<int, std::string, std::string>>(frame_body(payload));
+  raise(static_cast<errc>(code), message, type);
+}
+
+} // namespace
+
+msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Deadline deadline) {
+  check_requestable(to);
+  auto peer = peer_or_exited(to);
+  return answer_of(to, *peer, peer->submit(frame), deadline);
+}
+
+void actor_request_async(const ActorRef& to, std::string frame,
+                         std::function<void(const msgpack::object*, std::exception_ptr)> done) {
+  // Sent here, so that it keeps its place among this process's messages; answered on a thread.
+  std::shared_ptr<actor_peer> peer;
+  std::uint64_t id = 0;
+  try {
+    check_requestable(to);
+    peer = peer_or_exited(to);
+    id = peer->submit(frame);
+  } catch (...) {
+    return done(nullptr, std::current_exception());
+  }
+  std::thread([to, peer, id, done = std::move(done)] {
+    msgpack::object_handle reply;
+    try {
+      reply = answer_of(to, *peer, id, std::nullopt);
+    } catch (...) {
+      return done(nullptr, std::current_exception());
+    }
+    done(&reply.get(), nullptr);
+  }).detach();
+}
+
+namespace {
+
+void stop_spawned_at_exit() {
+  std::vector<std::pair<ActorRef, std::shared_ptr<Process>>> running;
+  for (auto& ref : spawned_refs())
+    if (auto process = spawned_process(ref); process && process->is_alive()) running.emplace_back(ref, process);
+  for (auto& [ref, process] : running)
+    if (auto peer = peer_for(ref)) ask_to_stop(*peer);
+  auto deadline = Clock::now() + exit_grace;
+  for (auto& [ref, process] : running) {
+    auto left = std::chrono::duration<double>(deadline - Clock::now());
+    if (!process->join(left)) process->kill();
+    reap_spawned(ref, std::nullopt);
+  }
+}
+
+} // namespace
+
+ActorRef spawn_actor(ActorOptions options, std::function<Behavior(ActorContext&)> init) {
+  if (options.start_method.value_or(get_start_method()) != StartMethod::fork)
+    throw ValueError("actors start with StartMethod::fork only so far");
+  std::string address = new_actor_address();
+  std::optional<std::string> name_address;
+  if (!options.name.empty()) name_address = actor_name_address(options.name);
+  int listen_fd = listen_abstract(address);
+  if (listen_fd < 0) throw OSError(std::string("cannot bind an actor's socket: ") + std::strerror(errno), errno);
+  int name_fd = -1;
+  if (name_address) {
+    name_fd = listen_abstract(*name_address);
+    if (name_fd < 0) {
+      int err = errno;
+      ::close(listen_fd);
+      if (err == EADDRINUSE) throw ValueError("the actor name '" + options.name + "' is taken");
+      throw OSError("cannot register the actor name '" + options.name + "': " + std::strerror(err), err);
+    }
+  }
+  auto process = std::make_shared<Process>(
+      ProcessOptions{.name = options.name, .daemon = false},
+      [name = options.name, address, listen_fd, name_fd, init = std::move(init)]() mutable {
+        actor_loop loop(actor_ref_access::make(name, ::getpid(), address), listen_fd, name_fd);
+        if (int code = loop.run(init)) throw SystemExit{code};
+      });
+  install_exit_hook();
+  try {
+    process->start();
+  } catch (...) {
+    ::close(listen_fd);
+    if (name_fd >= 0) ::close(name_fd);
+    throw;
+  }
+  ::close(listen_fd);
+  if (name_fd >= 0) ::close(name_fd);
+  auto ref = actor_ref_access::make(options.name, *process->pid(), address);
+  adopt_spawned(ref, std::move(process));
+  return ref;
+}
+
+} // namespace detail
+
+bool ActorRef::alive() const {
+  if (!*this) return false;
+  if (detail::is_self(*this)) return true;
+  if (detail::recorded_end(*this)) return false;
+  if (auto process = detail::spawned_process(*this)) {
+    if (process->is_alive()) return true;
+    detail::reap_spawned(*this, std::nullopt);
+    return false;
+  }
+  auto peer = detail::peer_for(*this);
+  if (!peer) return false;
+  if (!peer->pump()) return true;
+  detail::forget_peer(*peer);
+  return false;
+}
+
+void ActorRef::stop_for(std::chrono::milliseconds grace) const {
+  if (!*this) throw ValueError("stop() on a null ActorRef");
+  if (detail::is_self(*this)) throw ValueError("an actor ends itself with ActorContext::quit, not stop()");
+  auto deadline = detail::deadline_after(grace);
+  auto peer = detail::peer_for(*this);
+  if (auto process = detail::spawned_process(*this)) {
+    if (peer) detail::ask_to_stop(*peer);
+    if (!process->join(std::chrono::duration<double>(*deadline - detail::Clock::now()))) process->kill();
+    detail::reap_spawned(*this, std::nullopt);
+  } else if (peer) {
+    int pidfd = detail::pidfd_open(pid_);
+    // The connection still open after the pidfd was made proves the pid is still this actor's.
+    if (pidfd >= 0 && !peer->pump()) {
+      detail::ask_to_stop(*peer);
+      detail::wait_or_kill_stranger(pidfd, deadline);
+    }
+    if (pidfd >= 0) ::close(pidfd);
+  }
+  detail::settle(peer);
+}
+
+ActorRef whereis(std::string_view name) {
+  // An actor asking for its own name would wait for its own answer.
+  if (auto* loop = detail::current_actor(); loop && !name.empty() && loop->self().name() == name) return loop->self();
+  int fd = detail::connect_abstract(detail::actor_name_address(name));
+  if (fd < 0) return {};
+  detail::actor_peer peer(fd, ActorRef{});
+  auto frame = detail::control_frame(detail::actor_frame::whoami, 0, msgpack::type::nil_t());
+  std::string reply;
+  try {
+    reply = peer.call(frame, detail::deadline_after(detail::whereis_timeout));
+  } catch (const ActorExited&) {
+    return {};
+  }
+  return detail::decode<ActorRef>(detail::frame_body(reply));
+}
+
+void Behavior::add(detail::handler_entry entry) {
+  for (auto& h : handlers_)
+    if (h.type_id == entry.type_id)
+      throw ValueError("a Behavior has two handlers for message type " + entry.type_name);
+  handlers_.push_back(std::move(entry));
+}
+
+ActorRef ActorContext::self() const { return loop_->self(); }
+void ActorContext::quit(int exitcode) { loop_->quit(exitcode); }
+void ActorContext::monitor(const ActorRef& other) { loop_->monitor(other); }
+void ActorContext::link(const ActorRef& other) { loop_->link(other, true); }
+void ActorContext::trap_exit(bool on) { loop_->trap_exit(on); }
+void ActorContext::schedule(const ActorRef& to, std::string frame, std::chrono::nanoseconds delay) {
+  loop_->schedule(to, std::move(frame), delay);
+}
+
+} // namespace multiproc
