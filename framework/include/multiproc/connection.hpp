@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/reduction.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/object.hpp"
 
@@ -87,6 +88,20 @@ private:
 
 // A connected pair. duplex=false: (reader, writer), as Python's Pipe(False).
 std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+namespace detail {
+// A Connection crosses into a spawn or forkserver child as its socket and its direction.
+template <>
+struct reducer<Connection> {
+  static void reduce(const Connection& c, msgpack::packer<Buffer>& pk, Reduction& r) {
+    pk.pack(std::make_tuple(r.add_fd(c.fileno()), c.readable(), c.writable()));
+  }
+  static Connection rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    auto [index, readable, writable] = convert<std::tuple<std::size_t, bool, bool>>(o);
+    return Connection(fds.take(index), readable, writable);
+  }
+};
+} // namespace detail
 
 namespace detail {
 // How long deliver_challenge/answer_challenge wait for the peer (default 10 s) before they give
