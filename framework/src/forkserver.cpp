@@ -47,20 +47,32 @@ void forget_server_in_child() { new (&owner()) Owner; }
 
 void serve(erased_fn preload, const msgpack::object& args, ReceivedFds& fds);
 
-void stop_server(Owner& o) {
+// Closing the socket ends the server, which first kills the children it forked that still run
+// (as their owner's end would); grace bounds the wait before it is killed.
+void stop_server(Owner& o, std::chrono::milliseconds grace = std::chrono::milliseconds(0)) {
   unregister_internal_fd(o.control);
   ::close(o.control);
   o.control = -1;
-  pidfd_send_signal(o.server_pidfd, SIGKILL);
+  if (!block_until_readable(o.server_pidfd, deadline_after(grace))) pidfd_send_signal(o.server_pidfd, SIGKILL);
   try_reap(o.server_pidfd, true);
   unregister_internal_fd(o.server_pidfd);
   ::close(o.server_pidfd);
   o.server_pidfd = -1;
 }
 
+// At exit, after the children were joined: the server leaves with us rather than after us.
+void stop_server_at_exit() {
+  auto& o = owner();
+  std::lock_guard lock(o.m);
+  if (o.control >= 0) stop_server(o, std::chrono::seconds(1));
+}
+
 void start_server(Owner& o) {
   static std::once_flag hooks;
-  std::call_once(hooks, [] { on_fork_child(forget_server_in_child); });
+  std::call_once(hooks, [] {
+    on_fork_child(forget_server_in_child);
+    at_process_exit(stop_server_at_exit, 20);
+  });
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw OSError(std::string("socketpair failed: ") + std::strerror(errno), errno);
