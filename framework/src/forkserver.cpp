@@ -162,9 +162,17 @@ struct Server {
       return false;
     }
     Reply reply;
+    PreparedWork prepared;
+    try {
+      prepared = prepare_work(std::move(received));
+    } catch (const Error& e) {
+      reply.error = e.what();
+      write_frame(control, encode(reply));
+      return true;
+    }
     pid_t pid = fork_for_owner(clone);
-    if (pid == 0) run_work(std::move(received), true);
-    for (int fd : received.fds) ::close(fd);
+    if (pid == 0) run_work(prepared, true);
+    prepared.fds.reset();  // the child has them now
     if (pid < 0) {
       reply.error = std::string("the fork server could not fork: ") + std::strerror(errno);
     } else {

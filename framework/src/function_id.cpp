@@ -4,6 +4,8 @@
 #include <link.h>
 
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "multiproc/errors.hpp"
 
@@ -64,8 +66,14 @@ void for_each_object(Visit visit) {
 
 } // namespace
 
-FunctionId identify_function(const void* address) {
-  if (address == nullptr) return {};
+namespace {
+
+// Identities found so far: a program starts children with the same few functions again and again,
+// and each search walks every loaded object. (The library never unloads an object.)
+std::mutex g_known_mutex;
+std::unordered_map<const void*, FunctionId> g_known;
+
+FunctionId search_function(const void* address) {
   auto where = reinterpret_cast<std::uintptr_t>(address);
   FunctionId id;
   bool found = false;
@@ -76,6 +84,20 @@ FunctionId identify_function(const void* address) {
     return true;
   });
   if (!found) throw Error("no loaded ELF object holds the function at this address: it cannot cross into a child");
+  return id;
+}
+
+} // namespace
+
+FunctionId identify_function(const void* address) {
+  if (address == nullptr) return {};
+  {
+    std::lock_guard lock(g_known_mutex);
+    if (auto it = g_known.find(address); it != g_known.end()) return it->second;
+  }
+  auto id = search_function(address);
+  std::lock_guard lock(g_known_mutex);
+  g_known.emplace(address, id);
   return id;
 }
 

@@ -268,19 +268,25 @@ ReceivedWork receive_work(int fd) {
   return {std::move(work), std::move(fds)};
 }
 
-void run_work(ReceivedWork received, bool forked) {
-  auto& w = received.work;
+PreparedWork prepare_work(ReceivedWork received) {
+  PreparedWork p;
+  p.fds = std::make_shared<ReceivedFds>(std::move(received.fds));
+  p.work = std::move(received.work);
+  p.runner = reinterpret_cast<child_runner>(locate_function(p.work.runner));
+  p.fn = reinterpret_cast<erased_fn>(locate_function(p.work.fn));
+  p.args = unpack_untrusted(p.work.args);
+  return p;
+}
+
+void run_work(PreparedWork& p, bool forked) {
+  const auto& w = p.work;
   if (w.forker_tid != 0)
     die_with_forking_thread(w.parent_pid, w.forker_tid);
   else if (!forked)
     ::prctl(PR_SET_PDEATHSIG, 0);
-  auto fds = std::make_shared<ReceivedFds>(std::move(received.fds));
   become_child({w.name, w.daemon, w.identity}, ProcessInfo{w.parent_name, w.parent_pid, w.parent_daemon}, forked,
-               [&w, fds] {
-                 auto runner = reinterpret_cast<child_runner>(locate_function(w.runner));
-                 auto fn = reinterpret_cast<erased_fn>(locate_function(w.fn));
-                 auto args = unpack_untrusted(w.args);
-                 runner(fn, args.get(), *fds);
+               [&p] {
+                 p.runner(p.fn, p.args.get(), *p.fds);
                  return 0;
                });
 }
@@ -324,17 +330,17 @@ Forked spawn_child(const ChildIdentity& who, const SpawnTarget& target, bool tie
 void run_if_spawned() {
   if (g_spawn_fd < 0) return;
   int sock = std::exchange(g_spawn_fd, -1);
-  ReceivedWork received;
+  PreparedWork prepared;
   try {
-    received = receive_work(sock);
+    prepared = prepare_work(receive_work(sock));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "multiproc: a spawned child could not read its work: %s\n", e.what());
+    std::fprintf(stderr, "multiproc: a spawned child could not take its work: %s\n", e.what());
     ::_exit(1);
   }
   char ack = 1;
   [[maybe_unused]] auto n = ::write(sock, &ack, 1);
   ::close(sock);
-  run_work(std::move(received), false);
+  run_work(prepared, false);
 }
 
 bool spawned_without_init() { return g_spawn_fd >= 0; }

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,9 +43,22 @@ struct ReceivedWork {
 };
 // EOFError when the peer closed before a frame; Error on malformed input.
 ReceivedWork receive_work(int fd);
+// A work made ready to run: its functions found in this process and its arguments unpacked. The
+// fork server prepares each work before it forks, so that its children start right at the call
+// (every page a child touches first costs it a fault).
+struct PreparedWork {
+  ChildWork work;
+  child_runner runner = nullptr;
+  erased_fn fn = nullptr;
+  msgpack::object_handle args;
+  std::shared_ptr<ReceivedFds> fds;
+};
+// Error when a function's object is not loaded here or its build-id differs, or the arguments
+// are not MessagePack.
+PreparedWork prepare_work(ReceivedWork received);
 // Runs the work as this process's whole life (the target under run_guarded, then the exit hooks);
 // forked: the process is a fork (run the fork hooks, close the fork server's descriptors).
-[[noreturn]] void run_work(ReceivedWork received, bool forked);
+[[noreturn]] void run_work(PreparedWork& prepared, bool forked);
 
 // Starts who as a fresh run of this program (/proc/self/exe, this process's argv) that receives
 // its work over a private socket, and waits until its mp::init took it. tied: the child dies with
