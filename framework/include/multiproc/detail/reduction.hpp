@@ -8,6 +8,7 @@
 //   static H rebuild(const msgpack::object&, ReceivedFds&);             // the same object again
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <tuple>
@@ -55,6 +56,17 @@ concept reducible = requires(const T& value, msgpack::packer<Buffer>& pk, Reduct
                              ReceivedFds& fds) {
   reducer<T>::reduce(value, pk, r);
   { reducer<T>::rebuild(o, fds) } -> std::same_as<T>;
+};
+
+// A duration crosses as its count (MessagePack has no duration of its own).
+template <class Rep, class Period>
+struct reducer<std::chrono::duration<Rep, Period>> {
+  static void reduce(const std::chrono::duration<Rep, Period>& d, msgpack::packer<Buffer>& pk, Reduction&) {
+    pk.pack(d.count());
+  }
+  static std::chrono::duration<Rep, Period> rebuild(const msgpack::object& o, ReceivedFds&) {
+    return std::chrono::duration<Rep, Period>(convert<Rep>(o));
+  }
 };
 
 template <class T>
