@@ -116,6 +116,30 @@ def process_start_join(n):
     return (time.perf_counter() - start) / n * 1e6
 
 
+def start_join_in(context, n):
+    """µs per Process(nothing).start() + join() in a context; one untimed start first (it
+    starts the fork server)."""
+    ctx = mp.get_context(context)
+    if context == "forkserver":
+        p = ctx.Process(target=nothing)
+        p.start()
+        p.join()
+    start = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=nothing)
+        p.start()
+        p.join()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def process_start_join_forkserver(n):
+    return start_join_in("forkserver", n)
+
+
+def process_start_join_spawn(n):
+    return start_join_in("spawn", n)
+
+
 def square(x):
     return x * x
 
@@ -254,6 +278,7 @@ def worker_rss_kib(n):
 MEASURES = {
     f.__name__: f
     for f in (pipe_roundtrip_small, pipe_bulk_1mib, queue_1to1, queue_2to2, process_start_join,
+              process_start_join_forkserver, process_start_join_spawn,
               pool_map_trivial, pool_map_chunksize1, pool_apply_async_roundtrip, manager_dict_op,
               lock_uncontended, value_locked_increment_2proc, pool_cpu_scaling, worker_rss_kib)
 }

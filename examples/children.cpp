@@ -36,7 +36,8 @@ void print_names(const std::vector<mp::ProcessInfo>& children) {
   std::cout << "]" << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::cout << "cpu_count() = " << mp::cpu_count() << std::endl;
   std::cout << "current_process(): " << mp::current_process().name << std::endl;
   example::check(mp::current_process().name == "MainProcess", "the main process is MainProcess");

@@ -75,7 +75,8 @@ void consume(mp::JoinableQueue<int> q, mp::Value<int> handled) {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::JoinableQueue<int> q(5);
   mp::Value<int> handled(0);
   std::vector<mp::Process> producers, consumers;

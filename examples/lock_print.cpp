@@ -26,7 +26,8 @@ void f(mp::Lock l, int i) {
   l.release();
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Lock lock;
   for (int num = 0; num < 10; ++num) mp::Process(f, lock, num).start();
 }

@@ -71,7 +71,8 @@ std::vector<std::string> lines_of(const fs::path& f) {
   return lines;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   fs::path f = fs::temp_directory_path() / ("lock_writers_" + std::to_string(::getpid()) + ".txt");
   mp::Lock lock;
   std::vector<mp::Process> writers;

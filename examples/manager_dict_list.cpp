@@ -42,7 +42,8 @@ void f(AnyDict d, mp::ListProxy<int> l) {
   std::cout << mp::Object(l.copy()) << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Manager manager;  // `with Manager() as manager:` — the destructor shuts the server down
   auto d = manager.dict<mp::Object, mp::Object>();
   auto l = manager.list<int>();

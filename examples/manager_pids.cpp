@@ -48,7 +48,8 @@ void f(mp::DictProxy<int, std::string> d, mp::ListProxy<int> l) {
   std::cout << mp::Object(l.copy()) << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Manager manager;
   auto d = manager.dict<int, std::string>();
   auto l = manager.list<int>();

@@ -25,7 +25,8 @@ void f(mp::Connection conn) {
   conn.close();
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   auto [parent_conn, child_conn] = mp::Pipe();
   mp::Process p(f, child_conn);
   p.start();

@@ -59,7 +59,8 @@ void calc(mp::Connection conn) {
   conn.close();
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   auto [conn1, conn2] = mp::Pipe(true);
   mp::Process send_pro(client, conn2);
   mp::Process recv_pro(calc, conn1);

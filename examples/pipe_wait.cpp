@@ -45,7 +45,8 @@ void foo(mp::Connection w) {
   w.close();
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::vector<mp::Connection> readers;
   std::vector<mp::Process> writers;
   for (int i = 0; i < 2; ++i) {

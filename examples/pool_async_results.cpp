@@ -44,7 +44,8 @@ namespace mp = multiproc;
 int f(int a) { return a; }
 int g(int a, const std::string& /*b*/) { return a; }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   {
     mp::Pool pool;
     std::vector<mp::AsyncResult<int>> result;

@@ -40,7 +40,8 @@ void print_all(const std::string& title, const std::vector<std::string>& results
   std::cout << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::cout << "cpu_count() = " << mp::cpu_count() << "\n\n";
   mp::Pool pool(4);
   const auto tasks = example::make_tasks();

@@ -73,7 +73,8 @@ private:
   std::vector<int> items_;
 };
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Pool pool(4);
   const std::vector<int> B{56, 0, 1, 8, 27, 64, 125, 216, 343, 512, 729};
   std::vector<int> range10(10);

@@ -59,7 +59,8 @@ bool all_gone(const std::vector<pid_t>& pids) {
   return true;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::cout << "Creating pool with 4 processes\n" << std::endl;
   {
     mp::Pool pool(4);

@@ -43,7 +43,8 @@ void Bar(const int& arg) {
   done.push_back(arg);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::freeze_support();
   mp::Pool pool(5);
   for (int i = 0; i < 10; ++i) pool.apply_async(Foo, mp::args(i), Bar);

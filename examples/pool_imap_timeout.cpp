@@ -51,7 +51,8 @@ std::vector<std::string> drain_with_timeout(mp::IMapIterator<std::string> it) {
   return results;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Pool pool(4);
   const auto tasks = example::make_tasks();
 

@@ -53,7 +53,8 @@ int square(int con) {
   return con * con;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   {
     mp::Pool pool(4);
     std::vector<mp::AsyncResult<pid_t>> pids;

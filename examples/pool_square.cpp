@@ -50,4 +50,7 @@ void multicore() {
   example::check(gathered == squares, "apply_async, gathered in order");
 }
 
-int main() { multicore(); }
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
+  multicore();
+}

@@ -44,7 +44,8 @@ void f(const std::string& name) {
   example::check(mp::current_process().pid == ::getpid(), "current_process() is this process");
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   info("main line");
   mp::Process p(f, std::string("bob"));
   p.start();

@@ -58,7 +58,8 @@ void join_all_and_check(std::vector<P>& processes) {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::vector<mp::Process> targets;
   for (int i = 0; i < 5; ++i) {
     targets.emplace_back(fun1, std::string("Python"));

@@ -38,7 +38,8 @@ void f(const std::string& name, std::chrono::milliseconds nap) {
   std::cout << "hello " << name << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::cout << std::boolalpha;
   mp::Process p1(f, std::string("bob"), 10ms);
   p1.start();

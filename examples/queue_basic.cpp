@@ -21,7 +21,8 @@ namespace mp = multiproc;
 
 void f(mp::Queue<mp::Object> q) { q.put(mp::Object::Array{42, mp::Object(), "hello"}); }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Queue<mp::Object> q;
   mp::Process p(f, q);
   p.start();

@@ -70,7 +70,8 @@ void consume(mp::Queue<int> q, mp::Queue<int> done) {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Queue<int> q(5), done;
   std::vector<mp::Process> producers, consumers;
   for (int i = 0; i < 3; ++i) producers.emplace_back(mp::ProcessOptions{"p" + std::to_string(i), {}}, produce, q);

@@ -33,7 +33,8 @@ void job(mp::Queue<long long> q) {
   q.put(res);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Queue<long long> q;
   mp::Process p1(job, q);
   mp::Process p2(job, q);

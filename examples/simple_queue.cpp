@@ -29,7 +29,8 @@ void square(mp::SimpleQueue<std::optional<int>> inbox, mp::SimpleQueue<int> outb
   while (auto x = inbox.get()) outbox.put(*x * *x);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::SimpleQueue<std::optional<int>> inbox;
   mp::SimpleQueue<int> outbox;
   mp::Process p(square, inbox, outbox);

@@ -24,7 +24,8 @@ namespace mp = multiproc;
 
 void job(int a, int d) { std::cout << "aaaaa " << a << ' ' << d << std::endl; }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   std::thread t1(job, 1, 2);
   mp::Process p1(job, 1, 2);
   t1.join();  // join the thread before forking: fork copies only the calling thread

@@ -47,7 +47,8 @@ void show(char typecode, std::string_view cxx_type) {
   example::check(cell.value() == T(7), std::string(cxx_type) + " went through shared memory");
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Value<int> value1(0);
   mp::Value<double> value2(3.14);
   mp::Array<int> array{1, 2, 3, 4};

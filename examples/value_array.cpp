@@ -35,7 +35,8 @@ void f(mp::Value<double> n, mp::Array<int> a) {
   std::cout << "arr post " << mp::Object(a.to_vector()) << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Value<double> num(0.0);
   std::vector<int> range10(10);
   std::iota(range10.begin(), range10.end(), 0);

@@ -41,7 +41,8 @@ void job(mp::Value<int> v, int num, mp::Lock l) {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Lock l;
   mp::Value<int> v(0);
   mp::Process p1(job, v, 1, l);

@@ -175,7 +175,9 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 // programs/process_helper run as a real subprocess: stdin from us, stdout and stderr to one pipe.
 class Helper {
 public:
-  explicit Helper(const std::string& mode) {
+  // start_method: MULTIPROC_START_METHOD in the program's environment.
+  explicit Helper(const std::string& mode, const std::string& start_method = "fork",
+                  const std::string& program = "process_helper") {
     int in[2], out[2];
     REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
     REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -184,9 +186,15 @@ public:
     posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
-    std::string path = MULTIPROC_TEST_PROGRAMS_DIR "/process_helper";
+    std::string path = MULTIPROC_TEST_PROGRAMS_DIR "/" + program;
     char* argv[] = {path.data(), const_cast<char*>(mode.c_str()), nullptr};
-    int err = ::posix_spawn(&pid_, path.c_str(), &actions, nullptr, argv, environ);
+    std::vector<std::string> env{"MULTIPROC_START_METHOD=" + start_method};
+    for (char** e = environ; *e; ++e)
+      if (std::string_view(*e).substr(0, 23) != "MULTIPROC_START_METHOD=") env.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    int err = ::posix_spawn(&pid_, path.c_str(), &actions, nullptr, argv, envp.data());
     posix_spawn_file_actions_destroy(&actions);
     ::close(in[0]);
     ::close(out[1]);
@@ -717,12 +725,7 @@ TEST_CASE("process: a child started from a thread dies when that thread ends (PR
 TEST_CASE("process: cpu_count, start methods, init and freeze_support", "[process]") {
   CHECK(mp::cpu_count() >= 1);
   CHECK(mp::cpu_count() == static_cast<unsigned>(::sysconf(_SC_NPROCESSORS_ONLN)));
-  CHECK(mp::get_start_method() == mp::StartMethod::fork);
   mp::set_start_method(mp::StartMethod::fork);
-  for (auto method : {mp::StartMethod::spawn, mp::StartMethod::forkserver}) {
-    CHECK_THROWS_WITH(mp::set_start_method(method), Catch::Contains("not supported yet"));
-    CHECK_THROWS_AS(mp::set_start_method(method), mp::ValueError);
-  }
   CHECK(mp::get_start_method() == mp::StartMethod::fork);
   char arg0[] = "test_process";
   char* argv[] = {arg0, nullptr};
@@ -733,15 +736,17 @@ TEST_CASE("process: cpu_count, start methods, init and freeze_support", "[proces
 // ---- whole programs ---------------------------------------------------------------------------------
 
 TEST_CASE("process: output buffered before start() is printed once", "[process][program]") {
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
   SECTION("printf and std::cout synced with stdio") {
-    auto [output, status] = Helper("buffered-output").finish();
+    auto [output, status] = Helper("buffered-output", method).finish();
     CHECK(status == 0);
     CHECK(occurrences(output, "printf-before-start") == 1);
     CHECK(occurrences(output, "cout-before-start") == 1);
     CHECK(occurrences(output, "child-output") == 1);
   }
   SECTION("std::cout with its own buffer") {
-    auto [output, status] = Helper("buffered-output-unsynced").finish();
+    auto [output, status] = Helper("buffered-output-unsynced", method).finish();
     CHECK(status == 0);
     CHECK(occurrences(output, "unsynced-cout-before-start") == 1);
     CHECK(occurrences(output, "child-output") == 1);
@@ -749,7 +754,9 @@ TEST_CASE("process: output buffered before start() is printed once", "[process][
 }
 
 TEST_CASE("process: at exit the main process waits for a non-daemonic child", "[process][program]") {
-  Helper helper("exit-joins-child");
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
+  Helper helper("exit-joins-child", method);
   helper.read_until("main-returning");
   // main() has returned; the exit function must now be waiting for the child.
   CHECK_FALSE(helper.exits_within(300ms));
@@ -761,14 +768,16 @@ TEST_CASE("process: at exit the main process waits for a non-daemonic child", "[
 }
 
 TEST_CASE("process: at exit the main process terminates its daemonic children", "[process][program]") {
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
   SECTION("a daemon that obeys SIGTERM") {
-    auto [output, status] = Helper("exit-terminates-daemon").finish();
+    auto [output, status] = Helper("exit-terminates-daemon", method).finish();
     CHECK(status == 0);
     CHECK(output.find("daemon-got-sigterm") != std::string::npos);
     CHECK(output.find("children-at-exit: 0") != std::string::npos);
   }
   SECTION("a daemon that ignores SIGTERM is killed") {
-    auto [output, status] = Helper("exit-kills-stubborn-daemon").finish();
+    auto [output, status] = Helper("exit-kills-stubborn-daemon", method).finish();
     CHECK(status == 0);
     CHECK(output.find("children-at-exit: 0") != std::string::npos);
   }
@@ -776,7 +785,9 @@ TEST_CASE("process: at exit the main process terminates its daemonic children", 
 
 TEST_CASE("process: a child never runs the parent's atexit handlers or static destructors",
           "[process][program]") {
-  auto [output, status] = Helper("child-skips-parent-exit-handlers").finish();
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
+  auto [output, status] = Helper("child-skips-parent-exit-handlers", method).finish();
   CHECK(status == 0);
   auto main_pid = std::to_string(number_after(output, "main pid="));
   CHECK(occurrences(output, "atexit-handler") == 1);
@@ -787,7 +798,9 @@ TEST_CASE("process: a child never runs the parent's atexit handlers or static de
 }
 
 TEST_CASE("process: a child dies when its parent is killed", "[process][program]") {
-  Helper helper("parent-gets-killed");
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
+  Helper helper("parent-gets-killed", method);
   pid_t child = number_after(helper.read_until("\n"), "child-pid: ");
   int child_fd = pidfd_open(child);
   REQUIRE(child_fd >= 0);
@@ -798,8 +811,36 @@ TEST_CASE("process: a child dies when its parent is killed", "[process][program]
 }
 
 TEST_CASE("process: an unjoined child whose Process object is gone is reaped at exit", "[process][program]") {
-  auto [output, status] = Helper("unjoined-child-reaped-at-exit").finish();
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
+  auto [output, status] = Helper("unjoined-child-reaped-at-exit", method).finish();
   CHECK(status == 0);
   CHECK(output.find("zombies-before-exit: 1") != std::string::npos);
   CHECK(output.find("zombies-at-exit: 0") != std::string::npos);
+}
+
+TEST_CASE("process: under fork, the first start in a multi-threaded process logs one warning naming forkserver",
+          "[process][program]") {
+  auto method = GENERATE(as<std::string>{}, "fork", "spawn", "forkserver");
+  INFO("start method " << method);
+  Helper helper("threaded-start-warns-once", method);
+  helper.read_until("started-twice");
+  helper.write_line("finish");
+  auto [output, status] = helper.finish();
+  CHECK(status == 0);
+  CHECK(occurrences(output, "multi-threaded") == (method == "fork" ? 1u : 0u));
+  if (method == "fork") CHECK(output.find("forkserver") != std::string::npos);
+}
+
+TEST_CASE("process: a program that forgets mp::init gets ProcessError naming it from start(), within 10 s, "
+          "and no process is left", "[process][program]") {
+  auto mode = GENERATE(as<std::string>{}, "child-exits", "child-stays");
+  INFO(mode);
+  auto started = std::chrono::steady_clock::now();
+  auto [output, status] = Helper(mode, "spawn", "no_init_helper").finish();
+  CHECK(std::chrono::steady_clock::now() - started < 15s);
+  CHECK(status == 0);
+  CHECK(output.find("error: ") != std::string::npos);
+  CHECK(output.find("mp::init") != std::string::npos);
+  CHECK(output.find("children-left: 0") != std::string::npos);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,7 +22,9 @@
 
 #include "multiproc/detail/codec.hpp"
 #include "multiproc/errors.hpp"
+#include "forkserver.hpp"
 #include "log.hpp"
+#include "spawn.hpp"
 
 namespace multiproc::detail {
 
@@ -82,25 +85,17 @@ void adopt_identity(std::unique_ptr<Self>& child_self) {
   r.exit_hooks_ran = false;
 }
 
-// PR_SET_PDEATHSIG fires when the *thread* that forked us ends (for the main thread: when the
-// parent process ends). Whatever ended before prctl took effect is checked by hand, so that the
-// child dies the same way however the race went.
-void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept {
-  // Through syscall(), whose page of code tgkill below needs anyway: one page fault less.
-  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent_pid || ::syscall(SYS_tgkill, parent_pid, forker_tid, 0) != 0) ::raise(SIGKILL);
-}
-
-// The child's whole life: it never returns into the caller's stack.
-[[noreturn]] void child_main(std::unique_ptr<Self>& child_self, pid_t parent_pid, pid_t forker_tid,
-                             const std::function<int()>& body, const std::vector<int>& keep_fds) noexcept {
-  die_with_forking_thread(parent_pid, forker_tid);
+// The child's whole life: it never returns into the caller's stack. forked: the process is a copy
+// of its parent (run the fork hooks) rather than a fresh program.
+[[noreturn]] void child_main(std::unique_ptr<Self>& child_self, bool forked, const std::function<int()>& body,
+                             const std::vector<int>& keep_fds) noexcept {
   adopt_identity(child_self);
   ::on_exit(exit_from_child, nullptr);
   close_internal_fds_except(keep_fds);
   int code = 0;
   int failed = run_guarded([&] {
-    for (auto hook : reg().fork_hooks) hook();
+    if (forked)
+      for (auto hook : reg().fork_hooks) hook();
     code = body();
   });
   finish_child(failed ? failed : code);
@@ -143,6 +138,62 @@ void flush_std_streams() {
   flush_if_pending(std::wclog);
   flush_if_pending(stdout);
   flush_if_pending(stderr);
+}
+
+// PR_SET_PDEATHSIG fires when the *thread* that forked us ends (for the main thread: when the
+// parent process ends). Whatever ended before prctl took effect is checked by hand, so that the
+// child dies the same way however the race went.
+void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept {
+  // Through syscall(), whose page of code tgkill below needs anyway: one page fault less.
+  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent_pid || ::syscall(SYS_tgkill, parent_pid, forker_tid, 0) != 0) ::raise(SIGKILL);
+}
+
+void become_child(const ChildIdentity& who, const ProcessInfo& parent, bool forked,
+                  const std::function<int()>& body) {
+  auto child_self = std::make_unique<Self>(Self{who, 0, parent});
+  child_main(child_self, forked, body, {});
+}
+
+namespace {
+
+// This process's thread count: field 20 of /proc/self/stat (the name in field 2 may hold spaces
+// and parentheses, so counting starts after its last ')').
+long thread_count() {
+  int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 1;
+  char buf[512];
+  ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return 1;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  for (int field = 2; p != nullptr && field < 20; ++field) p = std::strchr(p + 1, ' ');
+  return p ? std::strtol(p + 1, nullptr, 10) : 1;
+}
+
+std::atomic<bool> g_warned_threaded_fork{false};
+
+} // namespace
+
+void warn_if_threaded_fork() {
+  if (g_warned_threaded_fork.load(std::memory_order_relaxed) || thread_count() <= 1) return;
+  if (g_warned_threaded_fork.exchange(true)) return;
+  log(LogLevel::warning,
+      "this process (pid {}) is multi-threaded: a child started by fork may inherit a lock another thread "
+      "held and deadlock; StartMethod::forkserver (or spawn) is safe",
+      ::getpid());
+}
+
+Forked start_child(StartMethod method, const ChildIdentity& who, const std::function<int()>& fork_body,
+                   const std::function<SpawnTarget()>& spawn_target, const std::vector<int>& keep_fds) {
+  switch (method) {
+  case StartMethod::spawn: return spawn_child(who, spawn_target());
+  case StartMethod::forkserver: return forkserver_child(who, spawn_target());
+  case StartMethod::fork: break;
+  }
+  warn_if_threaded_fork();
+  return fork_child(who, fork_body, keep_fds);
 }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
@@ -198,7 +249,10 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
     pid = ::fork();
   }
   if (pid < 0) throw OSError(std::string("fork failed: ") + std::strerror(errno), errno);
-  if (pid == 0) child_main(child_self, parent_pid, forker_tid, body, keep_fds);
+  if (pid == 0) {
+    die_with_forking_thread(parent_pid, forker_tid);
+    child_main(child_self, true, body, keep_fds);
+  }
   int fd = pidfd_open(pid);
   if (fd < 0) {
     int err = errno;

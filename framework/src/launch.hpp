@@ -1,6 +1,6 @@
-// Forking children the way every part of the library needs it (Process, Pool workers, the
-// Manager's server): flush first, keep the child tied to its parent, close the library's
-// internal descriptors, never return into the caller's stack, leave with _exit.
+// Starting children the way every part of the library needs it (Process, Pool workers, the
+// Manager's server), by any start method: flush first, keep the child tied to its parent, close
+// the library's internal descriptors, never return into the caller's stack, leave with _exit.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "multiproc/detail/reduction.hpp"
 #include "multiproc/process.hpp"
 
 namespace multiproc::detail {
@@ -33,6 +34,24 @@ struct ChildIdentity {
 // that lives at least as long as the child should. Thread-safe.
 Forked fork_child(const ChildIdentity& who, const std::function<int()>& body,
                   const std::vector<int>& keep_fds = {});
+
+// Starts who by method: fork runs fork_body in a forked child (as fork_child); spawn and
+// forkserver run spawn_target() (which may throw ValueError before anything starts) in a spawned
+// child or one forked by the fork server. In every case the caller's process is the OS parent,
+// reaps the child through the pidfd and is its logical parent (parent_process()).
+Forked start_child(StartMethod method, const ChildIdentity& who, const std::function<int()>& fork_body,
+                   const std::function<SpawnTarget()>& spawn_target, const std::vector<int>& keep_fds = {});
+
+// The life of a child that fork_child did not fork (spawned, or forked by the fork server): takes
+// who and its logical parent as its identity, runs body as fork_child's children do and _exits.
+// forked: run the fork hooks first.
+[[noreturn]] void become_child(const ChildIdentity& who, const ProcessInfo& parent, bool forked,
+                               const std::function<int()>& body);
+// PR_SET_PDEATHSIG on forker_tid of parent_pid, checked by hand for the race before it took effect.
+void die_with_forking_thread(pid_t parent_pid, pid_t forker_tid) noexcept;
+// Under fork, the first start in a process with more than one thread logs one warning naming
+// forkserver (CPython 3.12).
+void warn_if_threaded_fork();
 
 // Runs body as a child's top frame: SystemExit -> its code, an exception -> 1 with
 // "Process <name>:" and the error on stderr.

@@ -3,10 +3,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <new>
+#include <typeinfo>
 
+#include "forkserver.hpp"
 #include "launch.hpp"
+#include "spawn.hpp"
 #include "log.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
@@ -19,6 +24,7 @@ struct ProcessState {
   mutable std::mutex m;
   std::string name;
   bool daemon = false;
+  std::optional<StartMethod> start_method;
   std::vector<int> identity;
   // Only the process that created the object may start it, wait for it or signal it: in a
   // forked child the inherited copy describes a sibling (or the child itself).
@@ -169,6 +175,7 @@ Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>
   state_->name = options.name.empty() ? detail::default_name(state_->identity) : std::move(options.name);
   // Python: a process inherits its creator's daemon flag unless told otherwise.
   state_->daemon = options.daemon.value_or(detail::self_info().daemon);
+  state_->start_method = options.start_method;
 }
 
 Process::Process(Process&&) noexcept = default;
@@ -192,7 +199,8 @@ void Process::start() {
   detail::reap_finished();
   detail::Forked forked;
   try {
-    forked = detail::fork_child({s.name, s.daemon, s.identity}, [this] { return bootstrap(); });
+    forked = detail::start_child(s.start_method.value_or(get_start_method()), {s.name, s.daemon, s.identity},
+                                 [this] { return bootstrap(); }, [this] { return spawn_target(); });
   } catch (...) {
     std::lock_guard lock(s.m);
     s.started = false;
@@ -206,6 +214,15 @@ void Process::start() {
   auto& c = detail::children();
   std::lock_guard lock(c.m);
   c.live.push_back(state_);
+}
+
+detail::SpawnTarget Process::spawn_target() const {
+  if (typeid(*this) != typeid(Process))
+    throw ValueError("a Process subclass (" + detail::demangle(typeid(*this).name()) +
+                     ") cannot be started by spawn or forkserver: its run() cannot reach a fresh process; "
+                     "give Process a function target instead");
+  if (spawn_target_) return spawn_target_();
+  return detail::make_spawn_target(+[] {}, std::tuple<>{});
 }
 
 int Process::bootstrap() {
@@ -314,16 +331,55 @@ unsigned cpu_count() {
   return n > 0 ? static_cast<unsigned>(n) : 1u;
 }
 
-// Start method fork needs nothing from argv (spawn and forkserver, which will, are refused).
 // Registering the exit function here orders it as Python's import-time registration does: it
 // runs after the atexit handlers the program registers later.
-void init(int, char**) { detail::install_hooks(); }
+void init(int argc, char** argv) {
+  detail::remember_argv(argc, argv);
+  detail::run_if_spawned();
+  detail::install_hooks();
+}
 void freeze_support() {}
 
-void set_start_method(StartMethod method) {
-  if (method != StartMethod::fork)
-    throw ValueError("start methods spawn and forkserver are not supported yet; use StartMethod::fork");
+namespace {
+
+constexpr int method_unset = -1;
+std::atomic<int> g_start_method{method_unset};
+
+// MULTIPROC_START_METHOD, as a program's default before any set_start_method: what lets one
+// build of a program run under each method (the examples' test matrix does).
+StartMethod start_method_from_environment() {
+  const char* name = std::getenv("MULTIPROC_START_METHOD");
+  std::string value = name ? name : "fork";
+  if (value == "spawn") return StartMethod::spawn;
+  if (value == "forkserver") return StartMethod::forkserver;
+  if (value != "fork") throw ValueError("MULTIPROC_START_METHOD=" + value + ": expected fork, spawn or forkserver");
+  return StartMethod::fork;
 }
-StartMethod get_start_method() { return StartMethod::fork; }
+
+} // namespace
+
+void set_start_method(StartMethod method) {
+  switch (method) {
+  case StartMethod::fork:
+  case StartMethod::spawn:
+  case StartMethod::forkserver: g_start_method.store(static_cast<int>(method)); return;
+  }
+  throw ValueError("unknown start method " + std::to_string(static_cast<int>(method)));
+}
+
+StartMethod get_start_method() {
+  int method = g_start_method.load();
+  if (method != method_unset) return static_cast<StartMethod>(method);
+  auto from_env = start_method_from_environment();
+  int expected = method_unset;
+  g_start_method.compare_exchange_strong(expected, static_cast<int>(from_env));
+  return static_cast<StartMethod>(g_start_method.load());
+}
+
+std::vector<StartMethod> get_all_start_methods() {
+  return {StartMethod::fork, StartMethod::spawn, StartMethod::forkserver};
+}
+
+void set_forkserver_preload(void (*preload)()) { detail::set_forkserver_preload(preload); }
 
 } // namespace multiproc

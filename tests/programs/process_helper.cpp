@@ -1,7 +1,8 @@
 // A whole program for what only a real main() can show: buffered output at fork, the exit
 // function, atexit handlers and static destructors, a parent killed under its children.
 // test_process.cpp runs it as `process_helper <mode>` with stdout and stderr on one pipe and
-// reads the lines it prints. Modes are the functions in `modes` below.
+// reads the lines it prints, under each start method (MULTIPROC_START_METHOD in its environment).
+// Modes are the functions in `modes` below.
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 
 #include <multiproc/multiproc.hpp>
 
@@ -49,6 +51,13 @@ int buffered_output_unsynced() {
   return 0;
 }
 
+// What the mode wants printed after the library's exit function: registered with atexit before
+// mp::init registers that function, it runs after it.
+void (*g_exit_report)() = nullptr;
+void run_exit_report() {
+  if (g_exit_report) g_exit_report();
+}
+
 void report_children_at_exit() {
   say("children-at-exit: " + std::to_string(multiproc_test::children_of(::getpid()).size()));
 }
@@ -61,7 +70,7 @@ void finish_when_stdin_says() {
 }
 
 int exit_joins_child() {
-  std::atexit(report_children_at_exit);
+  g_exit_report = report_children_at_exit;
   mp::Process p(finish_when_stdin_says);
   p.start();
   say("main-returning");
@@ -87,7 +96,7 @@ void daemon_ignoring_sigterm(mp::Connection ready) {
 }
 
 int start_daemon_then_return(void (*body)(mp::Connection)) {
-  std::atexit(report_children_at_exit);
+  g_exit_report = report_children_at_exit;
   auto [reader, writer] = mp::Pipe(false);
   mp::Process p(mp::ProcessOptions{.name = "daemon", .daemon = true}, body, writer);
   p.start();
@@ -144,9 +153,8 @@ void report_zombies_at_exit() {
   say("zombies-at-exit: " + std::to_string(multiproc_test::zombie_children_of(::getpid()).size()));
 }
 
-// Registered before the library's exit function, the report runs after it.
 int unjoined_child_reaped_at_exit() {
-  std::atexit(report_zombies_at_exit);
+  g_exit_report = report_zombies_at_exit;
   int ended;
   {
     mp::Process p(return_normally);
@@ -159,7 +167,27 @@ int unjoined_child_reaped_at_exit() {
   return 0;
 }
 
+void wait_for_stdin_line() {
+  std::string line;
+  std::getline(std::cin, line);
+}
+
+// Two starts while a second thread runs: under fork the log has one warning naming forkserver.
+int threaded_start_warns_once() {
+  mp::log_to_stderr();
+  std::thread waiting(wait_for_stdin_line);
+  for (int i = 0; i < 2; ++i) {
+    mp::Process p(return_normally);
+    p.start();
+    p.join();
+  }
+  say("started-twice");
+  waiting.join();
+  return 0;
+}
+
 const std::map<std::string, std::function<int()>> modes = {
+    {"threaded-start-warns-once", threaded_start_warns_once},
     {"buffered-output", buffered_output},
     {"buffered-output-unsynced", buffered_output_unsynced},
     {"exit-joins-child", exit_joins_child},
@@ -173,6 +201,8 @@ const std::map<std::string, std::function<int()>> modes = {
 } // namespace
 
 int main(int argc, char** argv) {
+  std::atexit(run_exit_report);
+  mp::init(argc, argv);
   auto mode = argc == 2 ? modes.find(argv[1]) : modes.end();
   if (mode == modes.end()) {
     std::cerr << "usage: process_helper <mode>\n";

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/reduction.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/object.hpp"
 
@@ -96,6 +97,20 @@ std::pair<Connection, Connection> Pipe(bool duplex = true);
 // Process-wide and thread-safe; set it in the receiving process.
 inline std::size_t max_message_size() noexcept { return detail::max_frame_size(); }
 inline void set_max_message_size(std::size_t bytes) noexcept { detail::set_max_frame_size(bytes); }
+
+namespace detail {
+// A Connection crosses into a spawn or forkserver child as its socket and its direction.
+template <>
+struct reducer<Connection> {
+  static void reduce(const Connection& c, msgpack::packer<Buffer>& pk, Reduction& r) {
+    pk.pack(std::make_tuple(r.add_fd(c.fileno()), c.readable(), c.writable()));
+  }
+  static Connection rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    auto [index, readable, writable] = convert<std::tuple<std::size_t, bool, bool>>(o);
+    return Connection(fds.take(index), readable, writable);
+  }
+};
+} // namespace detail
 
 namespace detail {
 // How long deliver_challenge/answer_challenge wait for the peer (default 10 s) before they give

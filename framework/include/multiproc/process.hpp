@@ -1,7 +1,12 @@
 // mp::Process — Python's multiprocessing.Process: a target run in a child OS process.
 //
-// start() forks (start method fork), after flushing the C and C++ standard streams so that
-// output buffered before start() is printed once. The child runs run() (by default
+// start() starts the child by the process's start method (ProcessOptions::start_method, else
+// get_start_method()): fork (the default) after flushing the C and C++ standard streams so that
+// output buffered before start() is printed once; spawn (a fresh run of this program, whose
+// main() calls mp::init first) or forkserver (a fork of a small single-threaded server), which are
+// safe in a multi-threaded program. Under spawn and forkserver the target must be a function
+// pointer or a captureless lambda and each argument MessagePack-packable or a library handle:
+// anything else is a ValueError from start(). The child runs run() (by default
 // target(args...)), then flushes its own streams and queues, joins its own non-daemonic
 // children, terminates its daemonic ones and leaves with _exit: it never returns into the
 // caller's stack, so the parent's atexit handlers and static destructors never run in it (not
@@ -37,13 +42,19 @@
 #include <utility>
 #include <vector>
 
+#include "multiproc/detail/reduction.hpp"
+
 namespace multiproc {
+
+enum class StartMethod { fork, spawn, forkserver };
 
 // Default member initializers let ProcessOptions{.daemon = true} compile without
 // -Wmissing-field-initializers warnings. Empty name: "Process-N"; no daemon: the creator's flag.
+// No start_method: get_start_method() at start().
 struct ProcessOptions {
   std::string name{};
   std::optional<bool> daemon{};
+  std::optional<StartMethod> start_method{};
 };
 struct ProcessInfo {
   std::string name{};
@@ -78,9 +89,12 @@ public:
   template <class F, class... Args>
   Process(ProcessOptions options, F target, Args... args) : Process(std::move(options)) {
     if constexpr (detail::check_target<F, Args...>()) {
-      target_ = [f = std::move(target), a = std::make_tuple(std::move(args)...)]() mutable {
-        std::apply(f, a);
-      };
+      auto call = std::make_tuple(std::move(args)...);
+      if constexpr (detail::plain_function<F>)
+        spawn_target_ = [fn = +target, call] { return detail::make_spawn_target(fn, call); };
+      else
+        spawn_target_ = []() -> detail::SpawnTarget { detail::throw_untransferable_target(detail::type_name<F>()); };
+      target_ = [f = std::move(target), a = std::move(call)]() mutable { std::apply(f, a); };
     }
   }
   explicit Process(ProcessOptions options);
@@ -93,8 +107,10 @@ public:
   // The child's body: calls target(args...). Override it in a subclass instead of a target.
   virtual void run();
 
-  // Forks the child. ProcessError if started twice, from a daemonic process, or by a process
-  // other than the one that created the object; OSError if fork fails.
+  // Starts the child. ProcessError if started twice, from a daemonic process, or by a process
+  // other than the one that created the object, or (spawn) when the child's main() does not call
+  // mp::init within 10 s; ValueError (spawn, forkserver) when the target or an argument cannot
+  // cross; OSError if fork or spawn fails.
   void start();
   // Blocks until the child ended and reaps it. ProcessError if never started or not our child.
   void join();
@@ -126,7 +142,9 @@ private:
   int bootstrap();  // the child's first frame
   bool join_for(std::chrono::duration<double> timeout);
   bool join_until(std::optional<std::chrono::steady_clock::time_point> deadline);
+  detail::SpawnTarget spawn_target() const;
   std::function<void()> target_;
+  std::function<detail::SpawnTarget()> spawn_target_;  // the same call, for spawn and forkserver
   std::shared_ptr<detail::ProcessState> state_;
 };
 
@@ -134,11 +152,17 @@ ProcessInfo current_process();              // "MainProcess" in the main process
 std::optional<ProcessInfo> parent_process(); // nullopt in the main process
 std::vector<ProcessInfo> active_children();  // live children; reaps finished ones
 unsigned cpu_count();
-void init(int argc, char** argv);            // first line of main(); registers the exit function
+// The first line of main() in a program that uses spawn or forkserver: in a spawned child it runs
+// the child's work and never returns. Also registers the exit function.
+void init(int argc, char** argv);
 void freeze_support();                       // for parity with Python; does nothing on Linux
-enum class StartMethod { fork, spawn, forkserver };
-// Only fork is implemented so far: spawn and forkserver throw ValueError ("not supported yet").
+// The start method of every later start() that does not name one (default: fork, or the
+// environment variable MULTIPROC_START_METHOD = fork | spawn | forkserver). Thread-safe.
 void set_start_method(StartMethod);
 StartMethod get_start_method();
+std::vector<StartMethod> get_all_start_methods();  // {fork, spawn, forkserver}
+// Run once in the fork server before its first fork; a server already running is replaced at the
+// next start (its children are not harmed).
+void set_forkserver_preload(void (*preload)());
 
 } // namespace multiproc

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/function.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 
@@ -35,31 +36,9 @@ namespace multiproc::detail {
 
 // ---- the user's function -------------------------------------------------------------------
 
-template <class F>
-concept plain_function = requires(F f) {
-  requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
-};
-
-template <class Fn>
-struct fn_traits;
-template <class R, class... P>
-struct fn_traits<R (*)(P...)> {
-  using result = R;
-  using args = std::tuple<std::decay_t<P>...>;
-  static constexpr std::size_t arity = sizeof...(P);
-};
-template <class R, class... P>
-struct fn_traits<R (*)(P...) noexcept> : fn_traits<R (*)(P...)> {};
-
-template <class F>
-using fn_ptr_t = decltype(+std::declval<F&>());
-template <class F>
-using result_of_t = std::decay_t<typename fn_traits<fn_ptr_t<F>>::result>;
 // The values a task's function receives: its parameters, decayed.
 template <class F>
 using params_of_t = typename fn_traits<fn_ptr_t<F>>::args;
-
-using erased_fn = void (*)();
 
 // ---- compile-time checks of a call -----------------------------------------------------------
 // Each check has one static_assert per way a call can be wrong, and at most one of them fires:

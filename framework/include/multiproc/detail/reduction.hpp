@@ -1,0 +1,141 @@
+// How a call crosses into a child that does not share the parent's memory (start methods spawn
+// and forkserver), as CPython's multiprocessing.reduction: the target as a function identity,
+// each argument packed with MessagePack, and library handles reduced to a packed header plus
+// their descriptors, which travel with SCM_RIGHTS and are rebuilt into the same object there.
+//
+// A handle type H becomes transferable by specializing reducer<H>, next to H, with
+//   static void reduce(const H&, msgpack::packer<Buffer>&, Reduction&);  // packs one value
+//   static H rebuild(const msgpack::object&, ReceivedFds&);             // the same object again
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/function.hpp"
+#include "multiproc/errors.hpp"
+
+namespace multiproc::detail {
+
+// Descriptors a reduction sends. They stay owned by the handles, which outlive the send.
+struct Reduction {
+  std::vector<int> fds;
+  // The index the child passes to ReceivedFds::take.
+  std::size_t add_fd(int fd) {
+    fds.push_back(fd);
+    return fds.size() - 1;
+  }
+};
+
+// Descriptors a child received; each is taken (owned) by the handle rebuilt around it, the rest
+// are closed with this object.
+class ReceivedFds {
+public:
+  explicit ReceivedFds(std::vector<int> fds) : fds_(std::move(fds)) {}
+  ReceivedFds(const ReceivedFds&) = delete;
+  ReceivedFds& operator=(const ReceivedFds&) = delete;
+  ~ReceivedFds();
+  // Error when the index is out of range or already taken (a malformed message).
+  int take(std::size_t index);
+  // A fresh descriptor for the same open file, leaving the received one here.
+  int duplicate(std::size_t index) const;
+
+private:
+  std::vector<int> fds_;
+};
+
+template <class T>
+struct reducer;  // specialized by each handle type
+
+template <class T>
+concept reducible = requires(const T& value, msgpack::packer<Buffer>& pk, Reduction& r, const msgpack::object& o,
+                             ReceivedFds& fds) {
+  reducer<T>::reduce(value, pk, r);
+  { reducer<T>::rebuild(o, fds) } -> std::same_as<T>;
+};
+
+// A duration crosses as its count (MessagePack has no duration of its own).
+template <class Rep, class Period>
+struct reducer<std::chrono::duration<Rep, Period>> {
+  static void reduce(const std::chrono::duration<Rep, Period>& d, msgpack::packer<Buffer>& pk, Reduction&) {
+    pk.pack(d.count());
+  }
+  static std::chrono::duration<Rep, Period> rebuild(const msgpack::object& o, ReceivedFds&) {
+    return std::chrono::duration<Rep, Period>(convert<Rep>(o));
+  }
+};
+
+template <class T>
+constexpr bool transferable = reducible<T> || packable<T>;
+
+template <class T>
+void reduce_value(msgpack::packer<Buffer>& pk, Reduction& r, const T& value) {
+  if constexpr (reducible<T>)
+    reducer<T>::reduce(value, pk, r);
+  else
+    pk.pack(value);
+}
+
+template <class T>
+T rebuild_value(const msgpack::object& o, ReceivedFds& fds) {
+  if constexpr (reducible<T>)
+    return reducer<T>::rebuild(o, fds);
+  else
+    return convert<T>(o);
+}
+
+// What a spawned or forkserver child runs: runner(fn, the unpacked args, fds).
+using child_runner = void (*)(erased_fn fn, const msgpack::object& args, ReceivedFds& fds);
+struct SpawnTarget {
+  child_runner runner = nullptr;
+  erased_fn fn = nullptr;
+  std::string args;      // one MessagePack array
+  std::vector<int> fds;  // borrowed from the argument handles
+};
+
+void check_argument_count(const msgpack::object& args, std::size_t expected);
+
+template <class Fn, class... A>
+void run_target(erased_fn fn, const msgpack::object& args, ReceivedFds& fds) {
+  check_argument_count(args, sizeof...(A));
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    // Braced initialization rebuilds the arguments in order, as the descriptors were added.
+    std::tuple<A...> values{rebuild_value<A>(args.via.array.ptr[I], fds)...};
+    std::apply(reinterpret_cast<Fn>(fn), values);
+  }(std::index_sequence_for<A...>{});
+}
+
+[[noreturn]] void throw_untransferable_target(const std::string& type);
+[[noreturn]] void throw_untransferable_argument(std::size_t position, const std::string& type);
+
+template <class... A>
+constexpr std::size_t first_untransferable() {
+  constexpr bool ok[] = {transferable<A>..., false};
+  std::size_t i = 0;
+  while (ok[i]) ++i;
+  return i;
+}
+
+// The call target(args...) as a SpawnTarget; ValueError naming what cannot cross.
+template <plain_function F, class... A>
+SpawnTarget make_spawn_target(const F& target, const std::tuple<A...>& args) {
+  if constexpr (constexpr auto bad = first_untransferable<A...>(); bad < sizeof...(A)) {
+    throw_untransferable_argument(bad + 1, type_name<std::tuple_element_t<bad, std::tuple<A...>>>());
+  } else {
+    SpawnTarget out{&run_target<fn_ptr_t<const F>, A...>, reinterpret_cast<erased_fn>(+target), {}, {}};
+    Buffer buf;
+    msgpack::packer<Buffer> pk(buf);
+    Reduction reduction;
+    pk.pack_array(sizeof...(A));
+    std::apply([&](const auto&... a) { (reduce_value(pk, reduction, a), ...); }, args);
+    out.args = std::move(buf.data);
+    out.fds = std::move(reduction.fds);
+    return out;
+  }
+}
+
+} // namespace multiproc::detail
