@@ -53,7 +53,8 @@ void talker(mp::ActorRef the_room, std::string name) {
   the_room.request(Post{name, "hello from pid " + std::to_string(mp::current_process().pid)}, 10s);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   auto the_room = mp::spawn(room);
   std::vector<mp::ActorRef> members;
   for (std::string name : {"ann", "bob", "cid"}) {

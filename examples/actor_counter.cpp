@@ -46,7 +46,8 @@ void client(mp::ActorRef counter, int id) {
   std::cout << "client " << id << " done" << std::endl;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   auto c = mp::spawn(counter, 0);
   std::cout << "counter actor running as pid " << c.pid() << std::endl;
   std::vector<mp::Process> clients;

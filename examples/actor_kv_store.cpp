@@ -47,7 +47,8 @@ void writer() {
   store.request(Set{"answer", "42"}, 10s);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   auto store = mp::spawn(mp::ActorOptions{.name = "example-kv-store"}, kv_store);
   try {
     mp::spawn(mp::ActorOptions{.name = "example-kv-store"}, kv_store);

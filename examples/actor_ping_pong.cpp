@@ -49,7 +49,8 @@ mp::Behavior player(mp::ActorContext& ctx, std::string name, mp::Event done) {
   };
 }
 
-int main() {
+int main(int argc, char** argv) {
+  mp::init(argc, argv);
   mp::Event done;
   auto ping = mp::spawn(player, std::string("ping"), done);
   auto pong = mp::spawn(player, std::string("pong"), done);
