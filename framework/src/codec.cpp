@@ -69,12 +69,15 @@ private:
   std::size_t elements_ = 0;
 };
 
-} // namespace
-
-std::size_t max_decoded_size(std::size_t payload_size) noexcept {
+// max_decoded_size's body, which calls within this file inline (an exported function is called
+// through the PLT).
+std::size_t decoded_budget(std::size_t payload_size) noexcept {
   constexpr std::size_t bytes_per_payload_byte = 8;
   return std::max(max_frame_size(), bytes_per_payload_byte * payload_size);
 }
+} // namespace
+
+std::size_t max_decoded_size(std::size_t payload_size) noexcept { return decoded_budget(payload_size); }
 
 std::string demangle(const char* mangled) {
   int status = 0;
@@ -148,11 +151,15 @@ const msgpack::object& fields_checker::next_field() {
 }
 
 namespace {
-msgpack::object_handle unpack_within(std::string_view payload, std::size_t budget) {
+// Bounded: the decoded tree within decoded_budget(); else unbounded (for bytes packed locally).
+// A template so that each caller gets its own copy, inlined: this is on every message's path.
+template <bool Bounded>
+msgpack::object_handle unpack_within(std::string_view payload) {
   if (payload.empty()) throw Error("received an empty payload where a MessagePack value was expected");
   // No container or string can hold more elements or bytes than the payload has bytes, so the
   // payload's size bounds every allocation msgpack makes while parsing it.
   const std::size_t n = payload.size();
+  const std::size_t budget = Bounded ? decoded_budget(n) : std::numeric_limits<std::size_t>::max();
   msgpack::unpack_limit limit(n, n, n, n, n, max_nesting);
   std::size_t offset = 0;
   msgpack::object_handle handle;
@@ -184,12 +191,8 @@ msgpack::object_handle unpack_within(std::string_view payload, std::size_t budge
 
 } // namespace
 
-msgpack::object_handle unpack_untrusted(std::string_view payload) {
-  return unpack_within(payload, max_decoded_size(payload.size()));
-}
+msgpack::object_handle unpack_untrusted(std::string_view payload) { return unpack_within<true>(payload); }
 
-msgpack::object_handle unpack_local(std::string_view payload) {
-  return unpack_within(payload, std::numeric_limits<std::size_t>::max());
-}
+msgpack::object_handle unpack_local(std::string_view payload) { return unpack_within<false>(payload); }
 
 } // namespace multiproc::detail
