@@ -930,7 +930,7 @@ std::chrono::steady_clock::duration wait_under(const multiproc_test::SignalStorm
   auto t0 = std::chrono::steady_clock::now();
   wait();
   auto took = std::chrono::steady_clock::now() - t0;
-  CHECK(multiproc_test::SignalStorm::count() - before >= 20);  // interrupted over and over
+  CHECK(multiproc_test::SignalStorm::count() - before >= 5);  // interrupted over and over
   return took;
 }
 
