@@ -27,15 +27,18 @@ public:
     struct sigaction sa{};
     sa.sa_handler = [](int) { received().fetch_add(1, std::memory_order_relaxed); };
     ::sigaction(SIGUSR2, &sa, &saved_);  // sa_flags 0: no SA_RESTART, every signal is an EINTR
-    auto [stop_reader, stop_writer] = multiproc::Pipe(false);
-    stop_ = stop_writer;
-    storm_ = multiproc::Process(blow, ::getpid(), ::gettid(), stop_reader);
+    auto [ours, theirs] = multiproc::Pipe();
+    ctl_ = ours;
+    storm_ = multiproc::Process(blow, ::getpid(), ::gettid(), theirs);
     storm_.start();
+    // Returns once the storm is on, so that a wait that follows is interrupted from its start.
+    if (!ctl_.poll(std::chrono::seconds(30))) throw multiproc::Error("the signal storm did not start");
+    ctl_.recv();
   }
   SignalStorm(const SignalStorm&) = delete;
   SignalStorm& operator=(const SignalStorm&) = delete;
   ~SignalStorm() {
-    stop_.send(true);  // the child has a copy of this end too: it would never see EOF
+    ctl_.send(true);  // the child has a copy of this end too: it would never see EOF
     if (!storm_.join(std::chrono::seconds(30))) {
       storm_.kill();
       storm_.join();
@@ -52,17 +55,19 @@ private:
     return n;
   }
 
-  // The child: signals thread tid of process pid until stop has a message or `longest` has passed.
-  static void blow(pid_t pid, pid_t tid, multiproc::Connection stop) {
+  // The child: signals thread tid of process pid, says so on ctl after the first signal, and
+  // goes on until ctl has a message or `longest` has passed.
+  static void blow(pid_t pid, pid_t tid, multiproc::Connection ctl) {
     auto end = std::chrono::steady_clock::now() + longest;
-    while (!stop.poll() && std::chrono::steady_clock::now() < end) {
+    for (bool first = true; !ctl.poll() && std::chrono::steady_clock::now() < end; first = false) {
       if (::tgkill(pid, tid, SIGUSR2) != 0) return;
+      if (first) ctl.send(true);
       std::this_thread::sleep_for(std::chrono::microseconds(500));  // the storm's pace, not a wait for anything
     }
   }
 
   struct sigaction saved_{};
-  multiproc::Connection stop_;
+  multiproc::Connection ctl_;
   multiproc::Process storm_;
 };
 

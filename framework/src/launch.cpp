@@ -260,7 +260,8 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
     // pid may be reused, so it must not be signalled. Otherwise the child is ours and unreaped.
     if (err != ESRCH) {
       ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
     }
     throw OSError(std::string("pidfd_open failed: ") + std::strerror(err), err);
   }

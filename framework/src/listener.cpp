@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
@@ -476,6 +477,7 @@ struct Listener::Impl {
   std::string temp_dir;     // our private directory for address "", removed at close
   pid_t owner = ::getpid(); // only the creating process removes files (as Python's Finalize)
   std::vector<ServerHandshake> handshakes;  // clients accepted whose handshake is under way
+  std::size_t max_handshakes = 1;           // the backlog: what a flood of clients may hold
 
   struct Accepted {
     Connection conn;
@@ -505,7 +507,9 @@ struct Listener::Impl {
   // or throws go on at the next call.
   Connection accept() {
     for (;;) {
-      std::vector<pollfd> fds{{fd, POLLIN, 0}};
+      // At most max_handshakes at once (poll ignores a negative fd): the rest wait in the backlog
+      // rather than holding a descriptor each.
+      std::vector<pollfd> fds{{handshakes.size() < max_handshakes ? fd : -1, POLLIN, 0}};
       detail::Deadline first;
       for (const auto& h : handshakes) {
         fds.push_back({h.fileno(), POLLIN, 0});
@@ -591,6 +595,7 @@ Listener::Listener(std::string address, std::optional<std::string> authkey, int 
     : impl_(std::make_unique<Impl>()) {
   impl_->authkey = std::move(authkey);
   impl_->address = std::move(address);
+  impl_->max_handshakes = static_cast<std::size_t>(std::max(backlog, 1));
   if (impl_->address.empty()) impl_->make_private_address();
   // On failure impl_'s destructor closes the socket and removes what was created.
   if (auto hp = parse_host_port(impl_->address))

@@ -113,8 +113,10 @@ struct reducer<Connection> {
 } // namespace detail
 
 namespace detail {
-// How long deliver_challenge/answer_challenge wait for the peer (default 10 s) before they give
-// up with AuthenticationError, so a silent client cannot stall a Listener. Process-wide.
+// How long a handshake may take (default 10 s) before it gives up with AuthenticationError, so
+// a silent or dribbling peer cannot stall a Listener or a Client: the bound of each of
+// deliver_challenge/answer_challenge, and of both together in Listener::accept and Client.
+// Process-wide.
 std::chrono::milliseconds handshake_timeout() noexcept;
 void set_handshake_timeout(std::chrono::milliseconds) noexcept;
 } // namespace detail
@@ -143,8 +145,10 @@ public:
   Listener(Listener&&) noexcept;
   Listener& operator=(Listener&&) noexcept;
 
-  // Waits for the next client. AuthenticationError when it fails the handshake (the listener
-  // keeps accepting); ValueError when closed.
+  // Waits for the next client. With an authkey, the next to pass the handshake: handshakes with
+  // several clients run side by side (the ones still under way go on at the next call), so a
+  // slow client delays no other. AuthenticationError when a client fails its handshake or runs
+  // out of handshake_timeout() (the listener keeps accepting); ValueError when closed.
   Connection accept();
   void close();
   const std::string& address() const;  // the bound address ("host:port" with the real port)
