@@ -611,7 +611,7 @@ TEST_CASE("joinable queue: join raises ProcessError naming a consumer that died 
   std::optional<std::string> waiting_error;
   std::thread waiter([&] {
     try {
-      q.join();
+      (void)q.join(patience);
     } catch (const mp::ProcessError& e) {
       waiting_error = e.what();
     }

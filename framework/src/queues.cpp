@@ -461,12 +461,8 @@ std::size_t my_member(QueueCore& core) {
 
 // --- sums over members --------------------------------------------------------------------------
 // Terms that are subtracted are read before those that are added: as every count only grows, a
-// sum read while others change is never below the true value at any moment of the read.
-
-struct Totals {
-  std::uint64_t in = 0;   // reserved - written_off
-  std::uint64_t out = 0;  // what the caller asked to subtract
-};
+// sum read while others change is never below the true value at the end of the read (never a
+// false "empty" or "all done"), and a bounded queue never admits past maxsize.
 
 template <class Out>
 std::int64_t sum_members(const QueueControl& c, Out out) {
