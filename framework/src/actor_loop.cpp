@@ -274,31 +274,31 @@ void actor_loop::quit(int exitcode) {
   if (!quit_) quit_ = exitcode;
 }
 
-void actor_loop::monitor(const ActorRef& other) {
-  if (!other || other == self_) return;
+// Adds `kind` (monitor and/or link) to the watch on `other`; an actor that has already ended is
+// reported at once instead. The peer it is watched through, or nullptr when it had ended.
+std::shared_ptr<actor_peer> actor_loop::watch_peer(const ActorRef& other, watch kind) {
   auto peer = peer_for(other);
   if (!peer) {
-    watched_ended(other, watch{nullptr, true, false}, learn_exit_code(other, std::nullopt));
-    return;
+    watched_ended(other, kind, learn_exit_code(other, std::nullopt));
+    return nullptr;
   }
   auto& w = watches_[other.address()];
   w.peer = peer;
-  w.monitor = true;
+  w.monitor = w.monitor || kind.monitor;
+  w.link = w.link || kind.link;
   poll_set_dirty_ = true;
+  return peer;
+}
+
+void actor_loop::monitor(const ActorRef& other) {
+  if (!other || other == self_) return;
+  watch_peer(other, watch{nullptr, true, false});
 }
 
 void actor_loop::link(const ActorRef& other, bool tell_other) {
   if (!other || other == self_) return;
-  auto peer = peer_for(other);
-  if (!peer) {
-    watched_ended(other, watch{nullptr, false, true}, learn_exit_code(other, std::nullopt));
-    return;
-  }
-  auto& w = watches_[other.address()];
-  w.peer = peer;
-  w.link = true;
-  poll_set_dirty_ = true;
-  if (tell_other) {
+  auto peer = watch_peer(other, watch{nullptr, false, true});
+  if (peer && tell_other) {
     auto frame = control_frame(actor_frame::link, 0, self_);
     peer->write(frame);
   }

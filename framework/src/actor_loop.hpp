@@ -74,6 +74,7 @@ private:
   void fire_due_timers();
   void check_watches();
   void watched_ended(const ActorRef& ref, const watch& w, int exitcode);
+  std::shared_ptr<actor_peer> watch_peer(const ActorRef& other, watch kind);
   void deliver_local(const std::string& frame);
   void end(int exitcode);
 
