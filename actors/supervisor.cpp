@@ -15,6 +15,7 @@
 
 #include "actors/runtime.hpp"
 #include "framework/src/actor_peer.hpp"
+#include "framework/src/actor_socket.hpp"
 #include "framework/src/log.hpp"
 
 namespace multiproc::actors {
@@ -118,6 +119,22 @@ struct supervisor_state {
       throw OSError(std::string("cannot watch a supervised child: ") + std::strerror(err), err);
     }
     self->send(watcher, watch_atom::value, c.incarnation, pidfd);
+    await_serving(c.actor);
+  }
+
+  // As OTP's start_link: the next child starts once this one's init has run (its loop answers),
+  // so that a child may count on those started before it. One that ends meanwhile is left to
+  // the watcher's report.
+  static void await_serving(const ActorRef& ref) {
+    int fd = detail::connect_abstract(ref.address());
+    if (fd < 0) return;
+    detail::actor_peer peer(fd, ref);
+    auto frame = detail::control_frame(detail::actor_frame::whoami, 0, msgpack::type::nil_t());
+    try {
+      peer.call(frame, detail::deadline_after(std::chrono::seconds(10)));
+    } catch (const Error& e) {
+      detail::log(LogLevel::warning, "supervisor: child {} did not answer after its start: {}", ref.address(), e.what());
+    }
   }
 
   // Asks, waits its shutdown grace, SIGKILLs; returns once it has ended (and was reaped).

@@ -156,7 +156,7 @@ struct goodbye {
 
 mp::Behavior worker(mp::ActorContext& ctx, std::string id, int log_fd) {
   say(log_fd, "+" + id + ":" + std::to_string(::getpid()));
-  auto bye = std::make_shared<goodbye>(goodbye{id, log_fd});
+  auto bye = std::make_shared<goodbye>(id, log_fd);
   return {
       [](const Ping&) { return static_cast<int>(::getpid()); },
       [&ctx](const Quit& q) { ctx.quit(q.code); },
