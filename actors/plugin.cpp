@@ -6,6 +6,7 @@ constexpr multiproc::actors::plugin_table table{
     multiproc::actors::plugin_abi,
     multiproc::actors::make_pool_supervisor,
     multiproc::detail::manager::serve,
+    multiproc::actors::make_supervisor,
 };
 
 } // namespace

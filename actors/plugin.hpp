@@ -1,5 +1,5 @@
 // The boundary between libmultiproc and libmultiproc_actors, the shared library that holds every
-// CAF-based part (the pool supervisor, the manager server and its object actors).
+// CAF-based part (the pool supervisor, the manager server and its object actors, mp::Supervisor).
 //
 // libmultiproc never links CAF: a program that only uses Process, Pipe, Queue or the locks loads
 // none of it, and each of its forks copies far fewer mappings. The first Pool or Manager loads
@@ -15,18 +15,21 @@
 
 #include "actors/manager_server.hpp"
 #include "actors/pool_supervisor.hpp"
+#include "actors/supervisor.hpp"
 
 namespace multiproc::actors {
 
 // Changes whenever the table or a type it passes changes shape: a plugin from another build is
 // refused instead of being called with the wrong layout.
-inline constexpr std::uint32_t plugin_abi = 1;
+inline constexpr std::uint32_t plugin_abi = 2;
 
 struct plugin_table {
   std::uint32_t abi;
   std::unique_ptr<pool_supervisor> (*make_pool_supervisor)(pool_control& pool, restart_intensity intensity);
   void (*serve_manager)(const detail::manager::ServerConfig& config,
                         const std::function<void(const std::string&)>& ready);
+  std::unique_ptr<supervisor_handle> (*make_supervisor)(SupervisorOptions options, std::vector<ChildSpec> children,
+                                                        std::function<void()> gave_up);
 };
 
 } // namespace multiproc::actors

@@ -275,12 +275,48 @@ def worker_rss_kib(n):
         return max(private_kib(w.pid) for w in pool._pool)
 
 
+_busy = None
+
+
+def _remember_busy(event):
+    global _busy
+    _busy = event
+
+
+def _nap_busy():
+    _busy.set()
+    time.sleep(3600)
+
+
+def supervisor_restart(n):
+    """µs from SIGKILL of a Pool(1) worker to its replacement answering apply(); the pool's
+    handler thread looks for dead workers every 0.1 s. The worker is killed while it runs a
+    task: an idle one may hold the task queue's read lock, and killing it hangs the pool."""
+    import signal
+    busy = mp.Event()
+    total = 0.0
+    with mp.Pool(1, initializer=_remember_busy, initargs=(busy,)) as pool:
+        pool.apply(square, (1,))
+        for _ in range(n):
+            busy.clear()
+            pool.apply_async(_nap_busy)
+            busy.wait()
+            worker = pool._pool[0]
+            start = time.perf_counter()
+            os.kill(worker.pid, signal.SIGKILL)
+            if pool.apply(square, (3,)) != 9:
+                raise RuntimeError("apply returned a wrong result")
+            total += time.perf_counter() - start
+    return total / n * 1e6
+
+
 MEASURES = {
     f.__name__: f
     for f in (pipe_roundtrip_small, pipe_bulk_1mib, queue_1to1, queue_2to2, process_start_join,
               process_start_join_forkserver, process_start_join_spawn,
               pool_map_trivial, pool_map_chunksize1, pool_apply_async_roundtrip, manager_dict_op,
-              lock_uncontended, value_locked_increment_2proc, pool_cpu_scaling, worker_rss_kib)
+              lock_uncontended, value_locked_increment_2proc, pool_cpu_scaling, worker_rss_kib,
+              supervisor_restart)
 }
 
 

@@ -1,7 +1,10 @@
 // Actors: a request round trip to an actor in another process, and one-way sends to it.
 #include <multiproc/multiproc.hpp>
+#include <signal.h>
+#include <unistd.h>
 
 #include <memory>
+#include <string>
 
 #include "ours.hpp"
 
@@ -58,9 +61,31 @@ double actor_send_1to1(long n) {
   return static_cast<double>(n) / elapsed;
 }
 
+// µs from a supervised child's SIGKILL to its replacement answering a request, found by its
+// name as a client would find it.
+double supervisor_restart(long n) {
+  auto spec = mp::child("echo", echo);
+  spec.name = "bench-supervisor-echo-" + std::to_string(::getpid());
+  mp::Supervisor sup({.intensity = static_cast<unsigned>(n) + 1, .period = std::chrono::milliseconds(3'600'000)}, {spec});
+  double total = 0;
+  for (long i = 0; i < n; ++i) {
+    auto old = sup.child("echo");
+    if (old.request<long>(i, 60s) != i) throw mp::Error("the echo actor returned the wrong value");
+    auto start = Clock::now();
+    ::kill(old.pid(), SIGKILL);
+    for (;;) {
+      auto now = mp::whereis(spec.name);
+      if (now && now != old && now.request<long>(i, 60s) == i) break;
+    }
+    total += seconds_since(start);
+  }
+  return total / static_cast<double>(n) * 1e6;
+}
+
 constexpr bench::Measure measures[] = {
     {"actor_request_roundtrip", actor_request_roundtrip},
     {"actor_send_1to1", actor_send_1to1},
+    {"supervisor_restart", supervisor_restart},
 };
 
 } // namespace

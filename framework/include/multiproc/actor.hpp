@@ -251,3 +251,6 @@ ActorRef spawn(F init, A... args) {
 ActorRef whereis(std::string_view name);
 
 } // namespace multiproc
+
+// Supervision trees belong to <multiproc/actor.hpp> (API.md), in a header of their own.
+#include "multiproc/supervisor.hpp"
