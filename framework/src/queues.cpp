@@ -171,6 +171,8 @@ struct QueueFds {
       ::setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
     }
   }
+  // The descriptors of a queue made in another process (owned from here on).
+  QueueFds(int r, int w, int m) : reader(r), writer(w), members(m) {}
   ~QueueFds() {
     // Closing the members file drops this process's member lock: others may clean up after it.
     ::close(reader);
@@ -205,8 +207,11 @@ struct Membership {
 
 struct QueueCore {
   QueueCore(std::size_t maxsize, queue_kind k)
-      : control(make_shared_object<QueueControl>(maxsize)),
-        fds(std::make_shared<QueueFds>()),
+      : QueueCore(make_shared_object<QueueControl>(maxsize), std::make_shared<QueueFds>(), k) {}
+  // This process's side of a queue whose shared parts exist: no pending items, no member slot yet.
+  QueueCore(std::shared_ptr<QueueControl> c, std::shared_ptr<QueueFds> f, queue_kind k)
+      : control(std::move(c)),
+        fds(std::move(f)),
         feeder(std::make_shared<Feeder>()),
         membership(std::make_shared<Membership>()),
         kind(k) {}
@@ -965,8 +970,30 @@ QueueCore::~QueueCore() { stop_feeder(*feeder, !cancelled); }
 // --- QueueChannel ------------------------------------------------------------------------------
 
 QueueChannel::QueueChannel(std::size_t maxsize, queue_kind kind)
-    : core_(std::make_shared<QueueCore>(maxsize, kind)) {
-  register_core(core_);
+    : QueueChannel(std::make_shared<QueueCore>(maxsize, kind)) {}
+
+QueueChannel::QueueChannel(std::shared_ptr<QueueCore> core) : core_(std::move(core)) { register_core(core_); }
+
+// [kind, control block, reader, writer, members file]
+void QueueChannel::reduce(msgpack::packer<Buffer>& pk, Reduction& r) const {
+  const QueueCore& core = *core_;
+  pk.pack_array(5);
+  pk.pack(static_cast<unsigned>(core.kind));
+  reduce_mapping(core.control, pk, r);
+  pk.pack(r.add_fd(core.fds->reader));
+  pk.pack(r.add_fd(core.fds->writer));
+  pk.pack(r.add_fd(core.fds->members));
+}
+
+QueueChannel QueueChannel::rebuild(const msgpack::object& o, ReceivedFds& fds, queue_kind expected) {
+  auto fields = reduced_fields(o, 5, "queue");
+  if (convert<unsigned>(fields[0]) != static_cast<unsigned>(expected))
+    throw TypeError("a child's queue argument holds another kind of queue than its parameter");
+  auto control = rebuild_shared_object<QueueControl>(fields[1], fds);
+  auto reader = convert<std::size_t>(fields[2]), writer = convert<std::size_t>(fields[3]),
+       members = convert<std::size_t>(fields[4]);
+  auto queue_fds = std::make_shared<QueueFds>(fds.take(reader), fds.take(writer), fds.take(members));
+  return QueueChannel(std::make_shared<QueueCore>(std::move(control), std::move(queue_fds), expected));
 }
 
 bool QueueChannel::put(std::string_view packed, Deadline deadline) {
