@@ -63,6 +63,13 @@ T received(mp::Connection& c) {
 
 void double_it(mp::Queue<int> in, mp::Queue<std::string> out) { out.put(std::to_string(in.get(patience) * 2)); }
 
+// The same queue received twice is one queue in the child: dropping one copy keeps the other working.
+void put_through_both(mp::Queue<int> a, mp::Queue<int> b) {
+  a.put(1);
+  { auto dropped = std::move(b); }
+  a.put(2);
+}
+
 void echo_simple(mp::SimpleQueue<int> in, mp::SimpleQueue<int> out) { out.put(in.get() + 1); }
 
 void finish_tasks(mp::JoinableQueue<int> tasks, int n) {
@@ -152,6 +159,17 @@ TEST_CASE("handle transfer: a Queue crosses both ways; an item put in the child 
     CHECK(p.exitcode() == 0);
     CHECK(in.qsize() == 0);
     CHECK(out.empty());
+  }
+}
+
+TEST_CASE("handle transfer: a Queue passed twice crosses and keeps working after the child drops one copy", "[handle_transfer][queue]") {
+  for (auto m : every_method) {
+    INFO(method_name(m));
+    mp::Queue<int> q;
+    run_child(m, put_through_both, q, q);
+    CHECK(q.get(patience) == 1);
+    CHECK(q.get(patience) == 2);
+    CHECK(q.qsize() == 0);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -178,12 +179,15 @@ struct QueueFds {
     ::close(reader);
     ::close(writer);
     ::close(members);
+    for (int fd : aliases) ::close(fd);
   }
   QueueFds(const QueueFds&) = delete;
   QueueFds& operator=(const QueueFds&) = delete;
   int reader;
   int writer;
   int members;  // only its record locks are used
+  std::mutex aliases_m;
+  std::vector<int> aliases;  // more descriptors of the members file, received (see adopt_alias)
 };
 
 // This process's producer side of a Queue: items put and not yet sent, and the feeder thread that
@@ -789,6 +793,27 @@ void register_core(const std::shared_ptr<QueueCore>& core) {
   registry().cores.push_back(core);
 }
 
+// A queue this process holds already (received twice) is the same core. Closing any descriptor of
+// its members file would drop this process's member lock, so the received one stays open with
+// that core (as an alias); fd is taken only when this returns a core.
+std::shared_ptr<QueueCore> adopt_alias(int fd) {
+  struct stat wanted {};
+  if (::fstat(fd, &wanted) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("inspecting a received queue failed", err);
+  }
+  for (auto& core : live_cores()) {
+    struct stat st {};
+    if (::fstat(core->fds->members, &st) == 0 && st.st_dev == wanted.st_dev && st.st_ino == wanted.st_ino) {
+      std::lock_guard lock(core->fds->aliases_m);
+      core->fds->aliases.push_back(fd);
+      return core;
+    }
+  }
+  return nullptr;
+}
+
 // --- waits on other processes -------------------------------------------------------------------
 
 // Waits on `channel` until try_claim() succeeds, looking for dead processes every liveness_poll
@@ -989,10 +1014,12 @@ QueueChannel QueueChannel::rebuild(const msgpack::object& o, ReceivedFds& fds, q
   auto fields = reduced_fields(o, 5, "queue");
   if (convert<unsigned>(fields[0]) != static_cast<unsigned>(expected))
     throw TypeError("a child's queue argument holds another kind of queue than its parameter");
-  auto control = rebuild_shared_object<QueueControl>(fields[1], fds);
   auto reader = convert<std::size_t>(fields[2]), writer = convert<std::size_t>(fields[3]),
        members = convert<std::size_t>(fields[4]);
-  auto queue_fds = std::make_shared<QueueFds>(fds.take(reader), fds.take(writer), fds.take(members));
+  int members_fd = fds.take(members);
+  if (auto known = adopt_alias(members_fd)) return QueueChannel(std::move(known));
+  auto control = rebuild_shared_object<QueueControl>(fields[1], fds);
+  auto queue_fds = std::make_shared<QueueFds>(fds.take(reader), fds.take(writer), members_fd);
   return QueueChannel(std::make_shared<QueueCore>(std::move(control), std::move(queue_fds), expected));
 }
 
