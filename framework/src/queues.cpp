@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,17 +172,22 @@ struct QueueFds {
       ::setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
     }
   }
+  // The descriptors of a queue made in another process (owned from here on).
+  QueueFds(int r, int w, int m) : reader(r), writer(w), members(m) {}
   ~QueueFds() {
     // Closing the members file drops this process's member lock: others may clean up after it.
     ::close(reader);
     ::close(writer);
     ::close(members);
+    for (int fd : aliases) ::close(fd);
   }
   QueueFds(const QueueFds&) = delete;
   QueueFds& operator=(const QueueFds&) = delete;
   int reader;
   int writer;
   int members;  // only its record locks are used
+  std::mutex aliases_m;
+  std::vector<int> aliases;  // more descriptors of the members file, received (see adopt_alias)
 };
 
 // This process's producer side of a Queue: items put and not yet sent, and the feeder thread that
@@ -205,8 +211,11 @@ struct Membership {
 
 struct QueueCore {
   QueueCore(std::size_t maxsize, queue_kind k)
-      : control(make_shared_object<QueueControl>(maxsize)),
-        fds(std::make_shared<QueueFds>()),
+      : QueueCore(make_shared_object<QueueControl>(maxsize), std::make_shared<QueueFds>(), k) {}
+  // This process's side of a queue whose shared parts exist: no pending items, no member slot yet.
+  QueueCore(std::shared_ptr<QueueControl> c, std::shared_ptr<QueueFds> f, queue_kind k)
+      : control(std::move(c)),
+        fds(std::move(f)),
         feeder(std::make_shared<Feeder>()),
         membership(std::make_shared<Membership>()),
         kind(k) {}
@@ -784,6 +793,27 @@ void register_core(const std::shared_ptr<QueueCore>& core) {
   registry().cores.push_back(core);
 }
 
+// A queue this process holds already (received twice) is the same core. Closing any descriptor of
+// its members file would drop this process's member lock, so the received one stays open with
+// that core (as an alias); fd is taken only when this returns a core.
+std::shared_ptr<QueueCore> adopt_alias(int fd) {
+  struct stat wanted {};
+  if (::fstat(fd, &wanted) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("inspecting a received queue failed", err);
+  }
+  for (auto& core : live_cores()) {
+    struct stat st {};
+    if (::fstat(core->fds->members, &st) == 0 && st.st_dev == wanted.st_dev && st.st_ino == wanted.st_ino) {
+      std::lock_guard lock(core->fds->aliases_m);
+      core->fds->aliases.push_back(fd);
+      return core;
+    }
+  }
+  return nullptr;
+}
+
 // --- waits on other processes -------------------------------------------------------------------
 
 // Waits on `channel` until try_claim() succeeds, looking for dead processes every liveness_poll
@@ -965,8 +995,32 @@ QueueCore::~QueueCore() { stop_feeder(*feeder, !cancelled); }
 // --- QueueChannel ------------------------------------------------------------------------------
 
 QueueChannel::QueueChannel(std::size_t maxsize, queue_kind kind)
-    : core_(std::make_shared<QueueCore>(maxsize, kind)) {
-  register_core(core_);
+    : QueueChannel(std::make_shared<QueueCore>(maxsize, kind)) {}
+
+QueueChannel::QueueChannel(std::shared_ptr<QueueCore> core) : core_(std::move(core)) { register_core(core_); }
+
+// [kind, control block, reader, writer, members file]
+void QueueChannel::reduce(msgpack::packer<Buffer>& pk, Reduction& r) const {
+  const QueueCore& core = *core_;
+  pk.pack_array(5);
+  pk.pack(static_cast<unsigned>(core.kind));
+  reduce_mapping(core.control, pk, r);
+  pk.pack(r.add_fd(core.fds->reader));
+  pk.pack(r.add_fd(core.fds->writer));
+  pk.pack(r.add_fd(core.fds->members));
+}
+
+QueueChannel QueueChannel::rebuild(const msgpack::object& o, ReceivedFds& fds, queue_kind expected) {
+  auto fields = reduced_fields(o, 5, "queue");
+  if (convert<unsigned>(fields[0]) != static_cast<unsigned>(expected))
+    throw TypeError("a child's queue argument holds another kind of queue than its parameter");
+  auto reader = convert<std::size_t>(fields[2]), writer = convert<std::size_t>(fields[3]),
+       members = convert<std::size_t>(fields[4]);
+  int members_fd = fds.take(members);
+  if (auto known = adopt_alias(members_fd)) return QueueChannel(std::move(known));
+  auto control = rebuild_shared_object<QueueControl>(fields[1], fds);
+  auto queue_fds = std::make_shared<QueueFds>(fds.take(reader), fds.take(writer), members_fd);
+  return QueueChannel(std::make_shared<QueueCore>(std::move(control), std::move(queue_fds), expected));
 }
 
 bool QueueChannel::put(std::string_view packed, Deadline deadline) {

@@ -1,7 +1,9 @@
 #include "multiproc/detail/shm.hpp"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <tuple>
 
 #include "multiproc/errors.hpp"
 #include "shm_primitives.hpp"
@@ -46,11 +49,64 @@ lock_result check_lock_result(pthread_mutex_t& m, int r) {
   }
 }
 
+namespace {
+
+// The owner of one mapping: a shared_ptr's deleter, so that any copy (aliased to an object inside)
+// finds the memfd again with std::get_deleter.
+struct Mapping {
+  void* base;
+  std::size_t bytes;
+  int fd;
+  void operator()(void*) const noexcept {
+    ::munmap(base, bytes);
+    ::close(fd);
+  }
+};
+
+std::shared_ptr<void> map_fd(int fd, std::size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("mapping shared memory failed", err);
+  }
+  return std::shared_ptr<void>(p, Mapping{p, bytes, fd});
+}
+
+}  // namespace
+
 std::shared_ptr<void> map_shared(std::size_t bytes) {
   if (bytes == 0) bytes = 1;
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw_errno("mapping shared memory failed", errno);
-  return std::shared_ptr<void>(p, [bytes](void* q) { ::munmap(q, bytes); });
+  int fd = ::memfd_create("multiproc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) throw_errno("creating shared memory failed", errno);
+  // Sealed at its size: no process holding the descriptor can shrink it under another's mapping.
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw_errno("sizing shared memory failed", err);
+  }
+  return map_fd(fd, bytes);
+}
+
+void reduce_mapping(const std::shared_ptr<const void>& object, msgpack::packer<Buffer>& pk, Reduction& r) {
+  const auto* mapping = std::get_deleter<Mapping>(object);
+  if (!mapping) throw Error("reduce_mapping: the object does not live in a map_shared mapping");
+  auto offset = static_cast<std::size_t>(static_cast<const char*>(object.get()) - static_cast<const char*>(mapping->base));
+  pk.pack(std::make_tuple(r.add_fd(mapping->fd), offset));
+}
+
+std::shared_ptr<void> rebuild_mapping(const msgpack::object& o, ReceivedFds& fds, std::size_t bytes) {
+  auto [index, offset] = convert<std::tuple<std::size_t, std::size_t>>(o);
+  int fd = fds.take(index);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size <= 0 || offset > static_cast<std::size_t>(st.st_size) ||
+      bytes > static_cast<std::size_t>(st.st_size) - offset) {
+    ::close(fd);
+    throw Error("a shared object's memory is smaller than its handle says (a malformed message)");
+  }
+  auto mapping = map_fd(fd, static_cast<std::size_t>(st.st_size));
+  return std::shared_ptr<void>(mapping, static_cast<char*>(mapping.get()) + offset);
 }
 
 void init_robust_mutex(pthread_mutex_t& m, mutex_kind kind) {

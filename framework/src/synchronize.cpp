@@ -10,6 +10,7 @@
 #include <new>
 #include <utility>
 
+#include "function_id.hpp"
 #include "multiproc/detail/shm.hpp"
 #include "multiproc/errors.hpp"
 #include "shm_primitives.hpp"
@@ -214,7 +215,9 @@ struct BarrierState {
 
 // --- Lock -------------------------------------------------------------------------------------
 
-Lock::Lock() : state_(detail::make_shared_object<detail::LockState>()), mutex_(&state_->mutex) {}
+Lock::Lock() : Lock(detail::make_shared_object<detail::LockState>()) {}
+
+Lock::Lock(std::shared_ptr<detail::LockState> state) : state_(std::move(state)), mutex_(&state_->mutex) {}
 
 void Lock::after_failed_lock(int error) {
   // EOWNERDEAD: the holder died and the lock is ours now. Anything else is not an acquisition.
@@ -389,7 +392,11 @@ std::shared_ptr<detail::BarrierState> make_barrier_state(int parties) {
 }  // namespace
 
 Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout timeout)
-    : parties_(parties), action_(std::move(action)), timeout_(timeout), state_(make_barrier_state(parties)) {}
+    : Barrier(parties, std::move(action), timeout, make_barrier_state(parties)) {}
+
+Barrier::Barrier(int parties, std::function<void()> action, OptionalTimeout timeout,
+                 std::shared_ptr<detail::BarrierState> state)
+    : parties_(parties), action_(std::move(action)), timeout_(timeout), state_(std::move(state)) {}
 
 int Barrier::wait() { return wait_until(timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{}); }
 
@@ -473,5 +480,87 @@ int Barrier::n_waiting() const {
 }
 
 bool Barrier::broken() const { return state_->phase == barrier_phase::broken; }
+
+// --- crossing into spawn and forkserver children ------------------------------------------------
+
+namespace detail {
+
+void reducer<Lock>::reduce(const Lock& h, msgpack::packer<Buffer>& pk, Reduction& r) { reduce_mapping(h.state_, pk, r); }
+Lock reducer<Lock>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  return Lock(rebuild_shared_object<LockState>(o, fds));
+}
+
+void reducer<RLock>::reduce(const RLock& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+  reduce_mapping(h.state_, pk, r);
+}
+RLock reducer<RLock>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  return RLock(rebuild_shared_object<RLockState>(o, fds));
+}
+
+void reducer<Semaphore>::reduce(const Semaphore& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+  reduce_mapping(h.state_, pk, r);
+}
+Semaphore reducer<Semaphore>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  return Semaphore(rebuild_shared_object<SemaphoreState>(o, fds));
+}
+
+// The bound lives in the shared state: a BoundedSemaphore reduces as its Semaphore does.
+void reducer<BoundedSemaphore>::reduce(const BoundedSemaphore& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+  reduce_mapping(h.state_, pk, r);
+}
+BoundedSemaphore reducer<BoundedSemaphore>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  return BoundedSemaphore(rebuild_shared_object<SemaphoreState>(o, fds));
+}
+
+void reducer<Condition>::reduce(const Condition& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+  pk.pack_array(2);
+  reducer<RLock>::reduce(h.lock_, pk, r);
+  reduce_mapping(h.state_, pk, r);
+}
+Condition reducer<Condition>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  auto fields = reduced_fields(o, 2, "Condition");
+  auto lock = reducer<RLock>::rebuild(fields[0], fds);
+  return Condition(std::move(lock), rebuild_shared_object<ConditionState>(fields[1], fds));
+}
+
+void reducer<Event>::reduce(const Event& h, msgpack::packer<Buffer>& pk, Reduction& r) { reduce_mapping(h.state_, pk, r); }
+Event reducer<Event>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  return Event(rebuild_shared_object<EventState>(o, fds));
+}
+
+// [parties, action's function identity, default timeout in seconds or nil, state]
+void reducer<Barrier>::reduce(const Barrier& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+  const void* action = nullptr;
+  if (h.action_) {
+    auto* fn = h.action_.target<void (*)()>();
+    if (!fn)
+      throw ValueError("a Barrier whose action is not a function pointer cannot cross into a spawn or forkserver "
+                       "child (its state cannot reach a fresh process): give the Barrier a plain function, or "
+                       "+[] { ... } for a captureless lambda");
+    action = reinterpret_cast<const void*>(*fn);
+  }
+  pk.pack_array(4);
+  pk.pack(h.parties_);
+  pk.pack(identify_function(action));
+  if (h.timeout_)
+    pk.pack(h.timeout_->count());
+  else
+    pk.pack_nil();
+  reduce_mapping(h.state_, pk, r);
+}
+Barrier reducer<Barrier>::rebuild(const msgpack::object& o, ReceivedFds& fds) {
+  auto fields = reduced_fields(o, 4, "Barrier");
+  auto parties = convert<int>(fields[0]);
+  if (parties < 1) throw Error("a Barrier's handle names fewer than one party (a malformed message)");
+  std::function<void()> action;
+  if (auto* fn = locate_function(convert<FunctionId>(fields[1]))) action = reinterpret_cast<void (*)()>(fn);
+  OptionalTimeout timeout;
+  if (!fields[2].is_nil()) timeout = std::chrono::duration<double>(convert<double>(fields[2]));
+  auto state = rebuild_shared_object<BarrierState>(fields[3], fds, BarrierState::bytes(parties));
+  if (state->parties != parties) throw Error("a Barrier's handle and its shared state disagree (a malformed message)");
+  return Barrier(parties, std::move(action), timeout, std::move(state));
+}
+
+}  // namespace detail
 
 }  // namespace multiproc

@@ -2,12 +2,13 @@
 //
 // A queue is a mailbox over a Unix SOCK_SEQPACKET socket: items travel in records (a batch of
 // small items, or one large item in a memfd) that the kernel delivers whole or not at all, and a
-// small control block in anonymous shared memory holds what every process must agree on: a slot
+// small control block in shared memory holds what every process must agree on: a slot
 // per process using the queue with its counts (items put, sent, taken, task_done), so that
 // qsize and maxsize hold across processes, and a read-ahead buffer with the rest of the last
 // record (items in it still belong to the queue: any consumer takes them next).
-// A handle is a cheap copy; a copy passed to a Process, or inherited by any forked child, is the
-// same queue there. Every method is safe from any thread of any process.
+// A handle is a cheap copy; a copy passed to a Process (under any start method: a spawn or
+// forkserver child receives its four descriptors), or inherited by any forked child, is the same
+// queue there. Every method is safe from any thread of any process.
 //
 // put() packs the item at the call site (an unpackable type does not compile; a packing error
 // throws there) and, for Queue, hands it to this process's feeder thread, which sends pending
@@ -35,6 +36,7 @@
 #include <string_view>
 
 #include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/reduction.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 #include "multiproc/object.hpp"
@@ -64,8 +66,23 @@ public:
   void task_done();
   bool join(Deadline deadline);
 
+  // The queue's descriptors and kind, for a spawn or forkserver child; rebuild gives the same
+  // queue there (TypeError when the message holds another kind of queue).
+  void reduce(msgpack::packer<Buffer>& pk, Reduction& r) const;
+  static QueueChannel rebuild(const msgpack::object& o, ReceivedFds& fds, queue_kind expected);
+
 private:
+  explicit QueueChannel(std::shared_ptr<QueueCore> core);
   std::shared_ptr<QueueCore> core_;
+};
+
+// The one reducer of Queue, JoinableQueue and SimpleQueue: their channel.
+template <class Q>
+struct queue_reducer {
+  static void reduce(const Q& q, msgpack::packer<Buffer>& pk, Reduction& r) { q.channel_.reduce(pk, r); }
+  static Q rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    return Q(QueueChannel::rebuild(o, fds, Q::kind));
+  }
 };
 
 // Packs value into a per-thread scratch buffer, reused so that small puts do not allocate.
@@ -125,7 +142,11 @@ public:
   void cancel_join_thread() { channel_.cancel_join_thread(); }
 
 protected:
+  template <class>
+  friend struct detail::queue_reducer;
+  static constexpr auto kind = detail::queue_kind::queue;
   Queue(std::size_t maxsize, detail::queue_kind kind) : channel_(maxsize, kind) {}
+  explicit Queue(detail::QueueChannel channel) : channel_(std::move(channel)) {}
 
   void put_until(const T& item, detail::Deadline deadline) {
     if (!channel_.put(detail::pack_scratch(item), deadline)) throw Full("queue.put: the queue is full");
@@ -157,6 +178,12 @@ public:
   bool join(std::chrono::duration<Rep, Period> timeout) {
     return this->channel_.join(detail::deadline_after(timeout));
   }
+
+private:
+  template <class>
+  friend struct detail::queue_reducer;
+  static constexpr auto kind = detail::queue_kind::joinable;
+  explicit JoinableQueue(detail::QueueChannel channel) : Queue<T>(std::move(channel)) {}
 };
 
 template <class T>
@@ -170,7 +197,20 @@ public:
   void close() { channel_.close(); }
 
 private:
+  template <class>
+  friend struct detail::queue_reducer;
+  static constexpr auto kind = detail::queue_kind::simple;
+  explicit SimpleQueue(detail::QueueChannel channel) : channel_(std::move(channel)) {}
   detail::QueueChannel channel_;
 };
+
+namespace detail {
+template <class T>
+struct reducer<Queue<T>> : queue_reducer<Queue<T>> {};
+template <class T>
+struct reducer<JoinableQueue<T>> : queue_reducer<JoinableQueue<T>> {};
+template <class T>
+struct reducer<SimpleQueue<T>> : queue_reducer<SimpleQueue<T>> {};
+}  // namespace detail
 
 }  // namespace multiproc

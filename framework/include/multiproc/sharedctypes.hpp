@@ -1,8 +1,8 @@
 // Shared memory values — Python's multiprocessing.Value / Array / RawValue / RawArray.
 //
-// Value<T> is one T and Array<T> a fixed-size array of T in anonymous shared memory
-// (detail/shm.hpp): a handle is a cheap copy, and a copy passed to a Process (or inherited by any
-// forked child) reads and writes the same memory. T is the C++ type behind one of Python's
+// Value<T> is one T and Array<T> a fixed-size array of T in shared memory (detail/shm.hpp): a
+// handle is a cheap copy, and a copy passed to a Process (under any start method) or inherited
+// by any forked child reads and writes the same memory, and shares the same lock. T is the C++ type behind one of Python's
 // typecodes:
 //   b signed char   B unsigned char   h short   H unsigned short   i int   I unsigned
 //   l long          L unsigned long   q long long   Q unsigned long long
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -79,6 +80,8 @@ public:
   RLock& get_lock() { return detail::checked_lock(lock_); }
 
 private:
+  friend struct detail::reducer<Value>;
+  Value(std::shared_ptr<T> cell, std::optional<RLock> lock) : cell_(std::move(cell)), lock_(std::move(lock)) {}
   std::shared_ptr<T> cell_;
   std::optional<RLock> lock_;
 };
@@ -109,10 +112,48 @@ public:
   RLock& get_lock() { return detail::checked_lock(lock_); }
 
 private:
+  friend struct detail::reducer<Array>;
+  Array(std::shared_ptr<T> data, std::size_t size, std::optional<RLock> lock)
+      : data_(std::move(data)), size_(size), lock_(std::move(lock)) {}
   std::shared_ptr<T> data_;
   std::size_t size_;
   std::optional<RLock> lock_;
 };
+
+namespace detail {
+// [memory, lock or nil]
+template <class T>
+struct reducer<Value<T>> {
+  static void reduce(const Value<T>& v, msgpack::packer<Buffer>& pk, Reduction& r) {
+    pk.pack_array(2);
+    reduce_mapping(v.cell_, pk, r);
+    reducer<std::optional<RLock>>::reduce(v.lock_, pk, r);
+  }
+  static Value<T> rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    auto fields = reduced_fields(o, 2, "Value");
+    auto cell = rebuild_shared_object<T>(fields[0], fds);
+    return Value<T>(std::move(cell), reducer<std::optional<RLock>>::rebuild(fields[1], fds));
+  }
+};
+
+// [memory, size, lock or nil]
+template <class T>
+struct reducer<Array<T>> {
+  static void reduce(const Array<T>& a, msgpack::packer<Buffer>& pk, Reduction& r) {
+    pk.pack_array(3);
+    reduce_mapping(a.data_, pk, r);
+    pk.pack(a.size_);
+    reducer<std::optional<RLock>>::reduce(a.lock_, pk, r);
+  }
+  static Array<T> rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    auto fields = reduced_fields(o, 3, "Array");
+    auto size = convert<std::size_t>(fields[1]);
+    if (size > SIZE_MAX / sizeof(T)) throw Error("an Array's handle names an impossible size (a malformed message)");
+    auto data = rebuild_shared_object<T>(fields[0], fds, size * sizeof(T));
+    return Array<T>(std::move(data), size, reducer<std::optional<RLock>>::rebuild(fields[2], fds));
+  }
+};
+}  // namespace detail
 
 // Python's RawValue / RawArray: shared memory without a lock.
 template <class T>

@@ -1,9 +1,10 @@
 // Synchronization primitives across processes — Python's multiprocessing.synchronize: Lock,
 // RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier.
 //
-// Each object lives in anonymous shared memory (detail/shm.hpp), so a handle is a cheap copy and
-// a copy passed to a Process (or inherited by any forked child) is the same object there; the
-// kernel frees it when the last process holding it exits, and nothing appears in /dev/shm.
+// Each object lives in shared memory (detail/shm.hpp), so a handle is a cheap copy and a copy
+// passed to a Process (under any start method) or inherited by any forked child is the same object
+// there; the kernel frees it when the last process holding it exits, and nothing appears in
+// /dev/shm. Each object holds one descriptor (a memfd) per process that uses it; a Condition two.
 // Locks are robust process-shared mutexes: when a holder dies (even by SIGKILL) the next acquirer
 // gets the lock, with the protected data as the dead holder left it. Waiting is done on shared
 // futex words, with a deadline on every blocking call: `acquire()` blocks, `acquire(timeout)`
@@ -23,6 +24,7 @@
 #include <memory>
 #include <optional>
 
+#include "multiproc/detail/reduction.hpp"
 #include "multiproc/detail/wire.hpp"
 
 namespace multiproc {
@@ -35,6 +37,8 @@ struct ConditionState;
 struct EventState;
 struct BarrierState;
 }  // namespace detail
+
+class BoundedSemaphore;
 
 // Timeout type of wait_for: any std::chrono duration converts to it.
 using OptionalTimeout = std::optional<std::chrono::duration<double>>;
@@ -63,6 +67,8 @@ public:
   bool acquire_until(detail::Deadline deadline);
 
 private:
+  friend struct detail::reducer<Lock>;
+  explicit Lock(std::shared_ptr<detail::LockState> state);
   void after_failed_lock(int error);  // a dead holder's lock is taken over; other errors throw
   [[noreturn]] static void throw_not_held();
   std::shared_ptr<detail::LockState> state_;
@@ -89,6 +95,8 @@ public:
 
 private:
   friend class Condition;
+  friend struct detail::reducer<RLock>;
+  explicit RLock(std::shared_ptr<detail::RLockState> state) : state_(std::move(state)) {}
   int release_all();         // drops every level the owner holds; returns how many
   void restore(int levels);  // takes the lock back with that many levels
   std::shared_ptr<detail::RLockState> state_;
@@ -114,8 +122,11 @@ public:
 
 protected:
   Semaphore(int value, int bound);
+  explicit Semaphore(std::shared_ptr<detail::SemaphoreState> state) : state_(std::move(state)) {}
 
 private:
+  friend struct detail::reducer<Semaphore>;
+  friend struct detail::reducer<BoundedSemaphore>;
   std::shared_ptr<detail::SemaphoreState> state_;
 };
 
@@ -123,6 +134,10 @@ private:
 class BoundedSemaphore : public Semaphore {
 public:
   explicit BoundedSemaphore(int value = 1) : Semaphore(value, value) {}
+
+private:
+  friend struct detail::reducer<BoundedSemaphore>;
+  explicit BoundedSemaphore(std::shared_ptr<detail::SemaphoreState> state) : Semaphore(std::move(state)) {}
 };
 
 // Python's Condition over an RLock (a fresh one by default). wait() releases every recursion
@@ -171,6 +186,9 @@ public:
   bool wait_until(detail::Deadline deadline);
 
 private:
+  friend struct detail::reducer<Condition>;
+  Condition(RLock lock, std::shared_ptr<detail::ConditionState> state)
+      : lock_(std::move(lock)), state_(std::move(state)) {}
   RLock lock_;
   std::shared_ptr<detail::ConditionState> state_;
 };
@@ -192,6 +210,8 @@ public:
   bool wait_until(detail::Deadline deadline);
 
 private:
+  friend struct detail::reducer<Event>;
+  explicit Event(std::shared_ptr<detail::EventState> state) : state_(std::move(state)) {}
   std::shared_ptr<detail::EventState> state_;
 };
 
@@ -219,6 +239,9 @@ public:
   int wait_until(detail::Deadline deadline);
 
 private:
+  friend struct detail::reducer<Barrier>;
+  Barrier(int parties, std::function<void()> action, OptionalTimeout timeout,
+          std::shared_ptr<detail::BarrierState> state);
   void release_all_waiting();
   void wait_for_release(int own_slot, detail::Deadline deadline);
   int parties_;
@@ -226,5 +249,25 @@ private:
   OptionalTimeout timeout_;
   std::shared_ptr<detail::BarrierState> state_;
 };
+
+namespace detail {
+// Each primitive crosses into a spawn or forkserver child as its shared memory (reducer bodies in
+// synchronize.cpp). A Barrier's action crosses only as a plain function pointer (for a captureless
+// lambda: +[] { ... }); any other action is a ValueError from start().
+#define MULTIPROC_SYNC_REDUCER(H)                                                          \
+  template <>                                                                              \
+  struct reducer<H> {                                                                      \
+    static void reduce(const H& h, msgpack::packer<Buffer>& pk, Reduction& r);             \
+    static H rebuild(const msgpack::object& o, ReceivedFds& fds);                          \
+  };
+MULTIPROC_SYNC_REDUCER(Lock)
+MULTIPROC_SYNC_REDUCER(RLock)
+MULTIPROC_SYNC_REDUCER(Semaphore)
+MULTIPROC_SYNC_REDUCER(BoundedSemaphore)
+MULTIPROC_SYNC_REDUCER(Condition)
+MULTIPROC_SYNC_REDUCER(Event)
+MULTIPROC_SYNC_REDUCER(Barrier)
+#undef MULTIPROC_SYNC_REDUCER
+}  // namespace detail
 
 }  // namespace multiproc

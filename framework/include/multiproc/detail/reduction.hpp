@@ -3,13 +3,22 @@
 // each argument packed with MessagePack, and library handles reduced to a packed header plus
 // their descriptors, which travel with SCM_RIGHTS and are rebuilt into the same object there.
 //
-// A handle type H becomes transferable by specializing reducer<H>, next to H, with
+// The extension point: a handle type H becomes transferable by specializing reducer<H>, next to
+// H (its header; the bodies may live in its .cpp), with
 //   static void reduce(const H&, msgpack::packer<Buffer>&, Reduction&);  // packs one value
 //   static H rebuild(const msgpack::object&, ReceivedFds&);             // the same object again
+// reduce packs a header (one MessagePack value, usually an array) that names each descriptor by
+// the index Reduction::add_fd returned; rebuild reads it back and takes those descriptors.
+// Shared memory reduces with reduce_mapping/rebuild_mapping (detail/shm.hpp); a handle made of
+// others packs an array of their reductions and rebuilds each with reduced_fields().
+// Every library handle has one: Connection, the queues, the synchronize primitives, Value and
+// Array (their headers), and what builds on them reuses these.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -71,6 +80,28 @@ struct reducer<std::chrono::duration<Rep, Period>> {
 
 template <class T>
 constexpr bool transferable = reducible<T> || packable<T>;
+
+// The n fields a composite reducer packed as one array; TypeError for anything else.
+inline std::span<const msgpack::object> reduced_fields(const msgpack::object& o, std::size_t n, const char* handle) {
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != n) throw_arity_mismatch(o, n, handle);
+  return {o.via.array.ptr, n};
+}
+
+// An optional handle (a Value's lock) crosses as nil or as the handle.
+template <class H>
+  requires reducible<H>
+struct reducer<std::optional<H>> {
+  static void reduce(const std::optional<H>& h, msgpack::packer<Buffer>& pk, Reduction& r) {
+    if (h)
+      reducer<H>::reduce(*h, pk, r);
+    else
+      pk.pack_nil();
+  }
+  static std::optional<H> rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    if (o.is_nil()) return std::nullopt;
+    return reducer<H>::rebuild(o, fds);
+  }
+};
 
 template <class T>
 void reduce_value(msgpack::packer<Buffer>& pk, Reduction& r, const T& value) {
