@@ -29,6 +29,7 @@
 
 #include "multiproc/detail/codec.hpp"
 #include "multiproc/detail/function.hpp"
+#include "multiproc/detail/number_array.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 
@@ -191,9 +192,10 @@ struct pack_argument {
 
 // ---- worker side ---------------------------------------------------------------------------
 
-// Runs fn over every item of a chunk (a MessagePack array) and packs the results, in order, as
-// one array into out. Throws what fn throws, or TypeError when an item does not decode.
-using chunk_runner = void (*)(erased_fn fn, const msgpack::object& chunk, Buffer& out);
+// Runs fn over every item of a chunk (the bytes of a MessagePack array) and packs the results,
+// in order, as one array into out. Throws what fn throws, Error when the bytes are not
+// MessagePack, TypeError when an item does not decode.
+using chunk_runner = void (*)(erased_fn fn, std::string_view chunk, Buffer& out);
 
 void check_chunk(const msgpack::object& chunk);
 
@@ -207,14 +209,23 @@ void pack_call(msgpack::packer<Buffer>& pk, Call&& call) {
   }
 }
 
-// map/imap: every item is the function's single argument.
+// map/imap: every item is the function's single argument; numbers skip the object tree.
 template <class Fn>
-void run_each(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+void run_each(erased_fn fn, std::string_view bytes, Buffer& out) {
   using traits = fn_traits<Fn>;
   using arg = std::tuple_element_t<0, typename traits::args>;
-  check_chunk(chunk);
   auto f = reinterpret_cast<Fn>(fn);
   msgpack::packer<Buffer> pk(out);
+  if constexpr (plain_number<arg>) {
+    if (auto numbers = number_array<arg>::parse(bytes)) {
+      pk.pack_array(static_cast<std::uint32_t>(numbers->size()));
+      numbers->for_each([&](arg x) { pack_call<typename traits::result>(pk, [&] { return f(x); }); });
+      return;
+    }
+  }
+  auto handle = unpack_untrusted(bytes);
+  const auto& chunk = handle.get();
+  check_chunk(chunk);
   pk.pack_array(chunk.via.array.size);
   for (const auto& item : std::span(chunk.via.array.ptr, chunk.via.array.size))
     pack_call<typename traits::result>(pk, [&] { return f(convert<arg>(item)); });
@@ -222,8 +233,10 @@ void run_each(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
 
 // apply/starmap: every item is a tuple of the function's arguments.
 template <class Fn>
-void run_star(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+void run_star(erased_fn fn, std::string_view bytes, Buffer& out) {
   using traits = fn_traits<Fn>;
+  auto handle = unpack_untrusted(bytes);
+  const auto& chunk = handle.get();
   check_chunk(chunk);
   auto f = reinterpret_cast<Fn>(fn);
   msgpack::packer<Buffer> pk(out);
@@ -296,6 +309,11 @@ public:
   virtual ~job() = default;
   // Items [first, first + n) of the call produced `results` (a MessagePack array of n values).
   virtual void deliver(std::size_t first, const msgpack::object& results) = 0;
+  // As deliver, from the array's bytes as a worker sent them (Error when they are not MessagePack).
+  virtual void deliver_packed(std::size_t first, std::string_view results) {
+    auto handle = unpack_untrusted(results);
+    deliver(first, handle.get());
+  }
   virtual void fail(std::size_t first, std::size_t n, std::exception_ptr error) = 0;
   // Marks the call finished (after its callbacks ran, if any) and wakes waiters.
   virtual void complete() {}
@@ -367,6 +385,11 @@ public:
     if (error_) std::rethrow_exception(error_);
     return value_;
   }
+  // As value(), moving it out: for a caller that holds the only reference to the result.
+  V take() {
+    if (error_) std::rethrow_exception(error_);
+    return std::move(value_);
+  }
 
 protected:
   V value_{};
@@ -398,6 +421,18 @@ public:
     auto items = std::span(results.via.array.ptr, results.via.array.size);
     if (first + items.size() > this->value_.size()) throw Error("a pool worker answered with too many results");
     for (std::size_t i = 0; i < items.size(); ++i) this->value_[first + i] = convert<R>(items[i]);
+  }
+  // Numbers go straight from the bytes into the vector.
+  void deliver_packed(std::size_t first, std::string_view results) override {
+    if constexpr (plain_number<R>) {
+      auto numbers = number_array<R>::parse(results);
+      if (numbers && first + numbers->size() <= this->value_.size()) {
+        auto* out = this->value_.data() + first;
+        numbers->for_each([&](R x) { *out++ = x; });
+        return;
+      }
+    }
+    result_job<std::vector<R>>::deliver_packed(first, results);
   }
 };
 
