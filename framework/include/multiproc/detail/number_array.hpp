@@ -1,9 +1,10 @@
-// The Pool's fast path for arrays of numbers: reads a MessagePack array of integers or floats
-// straight from its bytes, without msgpack-c's object tree (which costs a zone allocation and
-// a 24-byte object per element, and led the profile of Pool.map of trivial tasks, issue 17).
-// It accepts exactly what convert<T> accepts, with the same values; anything else (another
-// type, an out-of-range value, a truncated or trailing byte) makes it decline, and the caller
-// takes the generic path, which names the error.
+// The Pool's fast path for arrays of numbers (issue 17: Pool.map of trivial tasks), both ways.
+// number_array reads a MessagePack array of integers or floats straight from its bytes, without
+// msgpack-c's object tree (a zone allocation and a 24-byte object per element, which led the
+// profile). It accepts exactly what convert<T> accepts, with the same values; anything else
+// (another type, an out-of-range value, a truncated or trailing byte) makes it decline, and the
+// caller takes the generic path, which names the error. put_number writes one number into a
+// buffer sized up front, without msgpack-c's packer's one append call per value.
 #pragma once
 
 #include <bit>
@@ -20,31 +21,92 @@ namespace multiproc::detail {
 // The types with a fast path: msgpack-c decodes them from any integer (floats also from a
 // float) with a range check. bool decodes only from a boolean: it keeps the generic path.
 template <class T>
-concept plain_number = (std::is_integral_v<T> && !std::is_same_v<T, bool>) || std::is_floating_point_v<T>;
+concept plain_number =
+    (std::is_integral_v<T> && !std::is_same_v<T, bool>) || std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+// The most bytes put_number writes.
+constexpr std::size_t max_packed_number = 9;
+
+template <class U>
+char* put_big_endian(char* p, U v) {
+  for (std::size_t i = sizeof v; i-- > 0; v = static_cast<U>(v >> 8)) p[i] = static_cast<char>(v & 0xff);
+  return p + sizeof v;
+}
+template <class U>
+char* put_tagged(char* p, unsigned char tag, U v) {
+  *p = static_cast<char>(tag);
+  return put_big_endian(p + 1, v);
+}
+
+// Writes v at p as MessagePack (integers in their shortest form, as msgpack-c packs them);
+// returns the end.
+template <plain_number T>
+char* put_number(char* p, T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return put_tagged(p, 0xca, std::bit_cast<std::uint32_t>(v));
+  } else if constexpr (std::is_same_v<T, double>) {
+    return put_tagged(p, 0xcb, std::bit_cast<std::uint64_t>(v));
+  } else {
+    if constexpr (std::is_signed_v<T>) {
+      if (v < 0) {
+        auto x = static_cast<std::int64_t>(v);
+        if (x >= -32) return *p = static_cast<char>(x), p + 1;
+        if (x >= INT8_MIN) return put_tagged(p, 0xd0, static_cast<std::uint8_t>(x));
+        if (x >= INT16_MIN) return put_tagged(p, 0xd1, static_cast<std::uint16_t>(x));
+        if (x >= INT32_MIN) return put_tagged(p, 0xd2, static_cast<std::uint32_t>(x));
+        return put_tagged(p, 0xd3, static_cast<std::uint64_t>(x));
+      }
+    }
+    auto x = static_cast<std::uint64_t>(v);
+    if (x <= 0x7f) return *p = static_cast<char>(x), p + 1;
+    if (x <= UINT8_MAX) return put_tagged(p, 0xcc, static_cast<std::uint8_t>(x));
+    if (x <= UINT16_MAX) return put_tagged(p, 0xcd, static_cast<std::uint16_t>(x));
+    if (x <= UINT32_MAX) return put_tagged(p, 0xce, static_cast<std::uint32_t>(x));
+    return put_tagged(p, 0xcf, x);
+  }
+}
+
+// Appends up to `count` numbers to buf: room for all of them is made at once, and what they
+// did not use is given back when the writer goes.
+class number_writer {
+public:
+  number_writer(std::string& buf, std::size_t count) : buf_(buf) {
+    auto at = buf.size();
+    buf.resize(at + count * max_packed_number);
+    p_ = buf.data() + at;
+  }
+  ~number_writer() { buf_.resize(static_cast<std::size_t>(p_ - buf_.data())); }
+  number_writer(const number_writer&) = delete;
+  number_writer& operator=(const number_writer&) = delete;
+  template <plain_number T>
+  void put(T v) {
+    p_ = put_number(p_, v);
+  }
+
+private:
+  std::string& buf_;
+  char* p_;
+};
 
 template <plain_number T>
 class number_array {
 public:
-  // nullopt unless bytes are one array whose every element is a T (as convert<T> sees it).
-  static std::optional<number_array> parse(std::string_view bytes) {
+  // Calls each(value) for the elements of the array in bytes, in order, and returns their
+  // number; nullopt as soon as an element is not a T (as convert<T> sees it), the array holds
+  // more than max_size elements, or bytes hold more than the array (each may have been called
+  // for the elements before).
+  template <class Each>
+  static std::optional<std::size_t> visit(std::string_view bytes, std::size_t max_size, Each&& each) {
     number_array a(bytes);
     auto n = a.header();
-    if (!n) return std::nullopt;
-    a.size_ = *n;
-    a.first_ = a.p_;
-    T ignored;
-    for (std::size_t i = 0; i < *n; ++i)
-      if (!a.read(ignored)) return std::nullopt;
-    if (a.p_ != a.end_) return std::nullopt;
-    a.p_ = a.first_;
-    return a;
-  }
-  std::size_t size() const { return size_; }
-  // Calls each(value) for every element, in order.
-  template <class Each>
-  void for_each(Each&& each) {
+    if (!n || *n > max_size) return std::nullopt;
     T v;
-    for (p_ = first_; p_ != end_ && read(v);) each(v);
+    for (std::size_t i = 0; i < *n; ++i) {
+      if (!a.read(v)) return std::nullopt;
+      each(v);
+    }
+    if (a.p_ != a.end_) return std::nullopt;
+    return n;
   }
 
 private:
@@ -53,18 +115,15 @@ private:
   bool has(std::size_t n) const { return static_cast<std::size_t>(end_ - p_) >= n; }
   template <class U>
   U big_endian() {
-    U v;
+    std::make_unsigned_t<U> v;
     std::memcpy(&v, p_, sizeof v);
     p_ += sizeof v;
-    if constexpr (std::endian::native == std::endian::little && sizeof(U) > 1) v = byteswap(v);
-    return v;
-  }
-  template <class U>
-  static U byteswap(U v) {
-    auto bits = std::bit_cast<std::make_unsigned_t<U>>(v);
-    std::make_unsigned_t<U> out = 0;
-    for (std::size_t i = 0; i < sizeof(U); ++i, bits >>= 8) out = (out << 8) | (bits & 0xff);
-    return std::bit_cast<U>(out);
+    if constexpr (std::endian::native == std::endian::little) {
+      if constexpr (sizeof v == 2) v = __builtin_bswap16(v);
+      if constexpr (sizeof v == 4) v = __builtin_bswap32(v);
+      if constexpr (sizeof v == 8) v = __builtin_bswap64(v);
+    }
+    return static_cast<U>(v);
   }
 
   std::optional<std::size_t> header() {
@@ -77,7 +136,7 @@ private:
   }
 
   // One element into v; false where convert<T> would refuse it or the bytes end.
-  bool read(T& v) {
+  [[gnu::always_inline]] bool read(T& v) {
     if (!has(1)) return false;
     auto tag = static_cast<unsigned char>(*p_);
     if (tag <= 0x7f) return ++p_, from_unsigned(tag, v);
@@ -131,8 +190,6 @@ private:
 
   const char* p_;
   const char* end_;
-  const char* first_ = nullptr;
-  std::size_t size_ = 0;
 };
 
 } // namespace multiproc::detail

@@ -179,9 +179,10 @@ struct pack_arguments {
 // map and imap: the item is the one argument.
 template <class F>
 struct pack_argument {
+  // What items travel as (pack_items writes numbers itself, without a packer).
+  using param = std::tuple_element_t<0, params_of_t<F>>;
   template <class Item>
   void operator()(msgpack::packer<Buffer>& pk, const Item& item) const {
-    using param = std::tuple_element_t<0, params_of_t<F>>;
     if constexpr (std::is_same_v<Item, param>) {
       pk.pack(item);
     } else {
@@ -217,9 +218,15 @@ void run_each(erased_fn fn, std::string_view bytes, Buffer& out) {
   auto f = reinterpret_cast<Fn>(fn);
   msgpack::packer<Buffer> pk(out);
   if constexpr (plain_number<arg>) {
-    if (auto numbers = number_array<arg>::parse(bytes)) {
-      pk.pack_array(static_cast<std::uint32_t>(numbers->size()));
-      numbers->for_each([&](arg x) { pack_call<typename traits::result>(pk, [&] { return f(x); }); });
+    // A first pass checks every item, so that a bad one fails the chunk before f runs twice.
+    if (auto n = number_array<arg>::visit(bytes, bytes.size(), [](arg) {})) {
+      pk.pack_array(static_cast<std::uint32_t>(*n));
+      if constexpr (plain_number<typename traits::result>) {
+        number_writer results(out.data, *n);
+        number_array<arg>::visit(bytes, *n, [&](arg x) { results.put(f(x)); });
+      } else {
+        number_array<arg>::visit(bytes, *n, [&](arg x) { pack_call<typename traits::result>(pk, [&] { return f(x); }); });
+      }
       return;
     }
   }
@@ -425,12 +432,10 @@ public:
   // Numbers go straight from the bytes into the vector.
   void deliver_packed(std::size_t first, std::string_view results) override {
     if constexpr (plain_number<R>) {
-      auto numbers = number_array<R>::parse(results);
-      if (numbers && first + numbers->size() <= this->value_.size()) {
-        auto* out = this->value_.data() + first;
-        numbers->for_each([&](R x) { *out++ = x; });
-        return;
-      }
+      // Where it declines, the generic path rewrites the items or fails the chunk.
+      auto* out = this->value_.data() + first;
+      auto room = first <= this->value_.size() ? this->value_.size() - first : 0;
+      if (number_array<R>::visit(results, room, [&](R x) { *out++ = x; })) return;
     }
     result_job<std::vector<R>>::deliver_packed(first, results);
   }
@@ -503,6 +508,22 @@ inline std::size_t default_chunksize(std::size_t n, unsigned processes) {
   return n / per + (n % per ? 1 : 0);
 }
 
+// A pack_argument whose items travel as numbers.
+template <class PackItem>
+concept packs_numbers = requires { typename PackItem::param; } && plain_number<typename PackItem::param>;
+
+// Packs count items from it on, advancing it.
+template <class It, class PackItem>
+void pack_items(msgpack::packer<Buffer>& pk, Buffer& buf, It& it, std::size_t count, PackItem pack_item) {
+  if constexpr (packs_numbers<PackItem>) {
+    using param = typename PackItem::param;
+    number_writer items(buf.data, count);
+    for (std::size_t i = 0; i < count; ++i, ++it) items.put(static_cast<param>(*it));
+  } else {
+    for (std::size_t i = 0; i < count; ++i, ++it) pack_item(pk, *it);
+  }
+}
+
 // Packs items [0, n) into chunks of `chunksize`; pack_item(packer, item) packs one item.
 template <class Range, class PackItem>
 void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, PackItem pack_item) {
@@ -517,7 +538,7 @@ void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, Pac
     std::size_t count = std::min(chunksize, n - index);
     std::size_t offset = buf.data.size();
     pk.pack_array(static_cast<uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i, ++it) pack_item(pk, *it);
+    pack_items(pk, buf, it, count, pack_item);
     sub.chunks.push_back({offset, buf.data.size() - offset, index, count});
     index += count;
   }
