@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,8 @@ namespace {
 constexpr auto patience = 30s;  // bound on every wait; tasks finish in milliseconds
 
 int square(int x) { return x * x; }
+std::int64_t negate64(std::int64_t x) { return -x; }
+double halve(float x) { return x / 2.0; }
 int add(int a, int b) { return a + b; }
 pid_t worker_pid(int) { return ::getpid(); }
 std::string worker_name(int) { return mp::current_process().name; }
@@ -115,6 +118,18 @@ TEST_CASE("pool: map returns every result in order at any chunksize", "[pool]") 
     for (std::size_t chunksize : {0u, 1u, 7u}) CHECK(pool.map(square, iota(100), chunksize) == squares(100));
     CHECK(pool.map(square, std::vector<int>{}).empty());
   }
+}
+
+TEST_CASE("pool: map carries numbers of every MessagePack width and sign exactly", "[pool]") {
+  mp::Pool pool(2);
+  std::vector<std::int64_t> ints{0, 1, -1, -32, -33, 127, 128, -128, -129, 255, 256, 65535, 65536, -32768,
+                                 -32769, 4294967295LL, 4294967296LL, INT32_MIN, INT32_MIN - 1LL,
+                                 INT64_MAX, INT64_MIN + 1};
+  auto negated = pool.map(negate64, ints, 3);
+  for (std::size_t i = 0; i < ints.size(); ++i) REQUIRE(negated[i] == -ints[i]);
+  std::vector<float> floats{0.0f, -1.5f, 3.25f, 1e30f};
+  auto halves = pool.map(halve, floats);
+  for (std::size_t i = 0; i < floats.size(); ++i) REQUIRE(halves[i] == floats[i] / 2.0);
 }
 
 TEST_CASE("pool: imap is an input range of results in order", "[pool]") {

@@ -487,11 +487,10 @@ void pool_core::handle_answer(worker& w, std::string_view frame) {
 
   const auto& span = ref.span();
   try {
-    auto body = unpack_untrusted(frame.substr(1));
     if (static_cast<chunk_status>(frame[0]) == chunk_status::ok) {
-      ref.owner().deliver(span.first, body.get());
+      ref.owner().deliver_packed(span.first, frame.substr(1));
     } else {
-      auto [type, message] = convert<std::tuple<std::string, std::string>>(body.get());
+      auto [type, message] = decode<std::tuple<std::string, std::string>>(frame.substr(1));
       ref.owner().fail(span.first, span.count, error_ptr(errc::remote_error, message, type));
     }
   } catch (...) {

@@ -45,8 +45,7 @@ void run_chunk(std::string_view frame, Buffer& out) {
     erased_fn fn;
     std::memcpy(&runner, frame.data(), sizeof runner);
     std::memcpy(&fn, frame.data() + 8, sizeof fn);
-    auto chunk = unpack_untrusted(frame.substr(chunk_header));
-    runner(fn, chunk.get(), out);
+    runner(fn, frame.substr(chunk_header), out);
   } catch (const std::exception& e) {
     fail(demangle(typeid(e).name()), e.what());
   } catch (...) {

@@ -132,6 +132,11 @@ private:
       return state_->value();
     }
   }
+  // get() for the only holder of the result (map, starmap): the value moves out, not copied.
+  R take() {
+    wait();
+    return state_->take();
+  }
   std::shared_ptr<state> state_;
 };
 
@@ -213,7 +218,7 @@ public:
 
   template <class F, class Range>
   std::vector<detail::item_result_t<F>> map(F f, const Range& items, std::size_t chunksize = 0) {
-    return map_async(f, items, chunksize).get();
+    return map_async(f, items, chunksize).take();
   }
 
   template <class F, class Range>
@@ -227,7 +232,7 @@ public:
 
   template <class F, class Range>
   std::vector<detail::item_result_t<F>> starmap(F f, const Range& tuples, std::size_t chunksize = 0) {
-    return starmap_async(f, tuples, chunksize).get();
+    return starmap_async(f, tuples, chunksize).take();
   }
 
   template <class F, class Range>

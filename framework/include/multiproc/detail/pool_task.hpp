@@ -29,6 +29,7 @@
 
 #include "multiproc/detail/codec.hpp"
 #include "multiproc/detail/function.hpp"
+#include "multiproc/detail/number_array.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
 
@@ -178,9 +179,10 @@ struct pack_arguments {
 // map and imap: the item is the one argument.
 template <class F>
 struct pack_argument {
+  // What items travel as (pack_items writes numbers itself, without a packer).
+  using param = std::tuple_element_t<0, params_of_t<F>>;
   template <class Item>
   void operator()(msgpack::packer<Buffer>& pk, const Item& item) const {
-    using param = std::tuple_element_t<0, params_of_t<F>>;
     if constexpr (std::is_same_v<Item, param>) {
       pk.pack(item);
     } else {
@@ -191,9 +193,10 @@ struct pack_argument {
 
 // ---- worker side ---------------------------------------------------------------------------
 
-// Runs fn over every item of a chunk (a MessagePack array) and packs the results, in order, as
-// one array into out. Throws what fn throws, or TypeError when an item does not decode.
-using chunk_runner = void (*)(erased_fn fn, const msgpack::object& chunk, Buffer& out);
+// Runs fn over every item of a chunk (the bytes of a MessagePack array) and packs the results,
+// in order, as one array into out. Throws what fn throws, Error when the bytes are not
+// MessagePack, TypeError when an item does not decode.
+using chunk_runner = void (*)(erased_fn fn, std::string_view chunk, Buffer& out);
 
 void check_chunk(const msgpack::object& chunk);
 
@@ -207,14 +210,29 @@ void pack_call(msgpack::packer<Buffer>& pk, Call&& call) {
   }
 }
 
-// map/imap: every item is the function's single argument.
+// map/imap: every item is the function's single argument; numbers skip the object tree.
 template <class Fn>
-void run_each(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+void run_each(erased_fn fn, std::string_view bytes, Buffer& out) {
   using traits = fn_traits<Fn>;
   using arg = std::tuple_element_t<0, typename traits::args>;
-  check_chunk(chunk);
   auto f = reinterpret_cast<Fn>(fn);
   msgpack::packer<Buffer> pk(out);
+  if constexpr (plain_number<arg>) {
+    // A first pass checks every item, so that a bad one fails the chunk before f runs twice.
+    if (auto n = number_array<arg>::visit(bytes, bytes.size(), [](arg) {})) {
+      pk.pack_array(static_cast<std::uint32_t>(*n));
+      if constexpr (plain_number<typename traits::result>) {
+        number_writer results(out.data, *n);
+        number_array<arg>::visit(bytes, *n, [&](arg x) { results.put(f(x)); });
+      } else {
+        number_array<arg>::visit(bytes, *n, [&](arg x) { pack_call<typename traits::result>(pk, [&] { return f(x); }); });
+      }
+      return;
+    }
+  }
+  auto handle = unpack_untrusted(bytes);
+  const auto& chunk = handle.get();
+  check_chunk(chunk);
   pk.pack_array(chunk.via.array.size);
   for (const auto& item : std::span(chunk.via.array.ptr, chunk.via.array.size))
     pack_call<typename traits::result>(pk, [&] { return f(convert<arg>(item)); });
@@ -222,8 +240,10 @@ void run_each(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
 
 // apply/starmap: every item is a tuple of the function's arguments.
 template <class Fn>
-void run_star(erased_fn fn, const msgpack::object& chunk, Buffer& out) {
+void run_star(erased_fn fn, std::string_view bytes, Buffer& out) {
   using traits = fn_traits<Fn>;
+  auto handle = unpack_untrusted(bytes);
+  const auto& chunk = handle.get();
   check_chunk(chunk);
   auto f = reinterpret_cast<Fn>(fn);
   msgpack::packer<Buffer> pk(out);
@@ -296,6 +316,11 @@ public:
   virtual ~job() = default;
   // Items [first, first + n) of the call produced `results` (a MessagePack array of n values).
   virtual void deliver(std::size_t first, const msgpack::object& results) = 0;
+  // As deliver, from the array's bytes as a worker sent them (Error when they are not MessagePack).
+  virtual void deliver_packed(std::size_t first, std::string_view results) {
+    auto handle = unpack_untrusted(results);
+    deliver(first, handle.get());
+  }
   virtual void fail(std::size_t first, std::size_t n, std::exception_ptr error) = 0;
   // Marks the call finished (after its callbacks ran, if any) and wakes waiters.
   virtual void complete() {}
@@ -367,6 +392,11 @@ public:
     if (error_) std::rethrow_exception(error_);
     return value_;
   }
+  // As value(), moving it out: for a caller that holds the only reference to the result.
+  V take() {
+    if (error_) std::rethrow_exception(error_);
+    return std::move(value_);
+  }
 
 protected:
   V value_{};
@@ -398,6 +428,16 @@ public:
     auto items = std::span(results.via.array.ptr, results.via.array.size);
     if (first + items.size() > this->value_.size()) throw Error("a pool worker answered with too many results");
     for (std::size_t i = 0; i < items.size(); ++i) this->value_[first + i] = convert<R>(items[i]);
+  }
+  // Numbers go straight from the bytes into the vector.
+  void deliver_packed(std::size_t first, std::string_view results) override {
+    if constexpr (plain_number<R>) {
+      // Where it declines, the generic path rewrites the items or fails the chunk.
+      auto* out = this->value_.data() + first;
+      auto room = first <= this->value_.size() ? this->value_.size() - first : 0;
+      if (number_array<R>::visit(results, room, [&](R x) { *out++ = x; })) return;
+    }
+    result_job<std::vector<R>>::deliver_packed(first, results);
   }
 };
 
@@ -468,6 +508,22 @@ inline std::size_t default_chunksize(std::size_t n, unsigned processes) {
   return n / per + (n % per ? 1 : 0);
 }
 
+// A pack_argument whose items travel as numbers.
+template <class PackItem>
+concept packs_numbers = requires { typename PackItem::param; } && plain_number<typename PackItem::param>;
+
+// Packs count items from it on, advancing it.
+template <class It, class PackItem>
+void pack_items(msgpack::packer<Buffer>& pk, Buffer& buf, It& it, std::size_t count, PackItem pack_item) {
+  if constexpr (packs_numbers<PackItem>) {
+    using param = typename PackItem::param;
+    number_writer items(buf.data, count);
+    for (std::size_t i = 0; i < count; ++i, ++it) items.put(static_cast<param>(*it));
+  } else {
+    for (std::size_t i = 0; i < count; ++i, ++it) pack_item(pk, *it);
+  }
+}
+
 // Packs items [0, n) into chunks of `chunksize`; pack_item(packer, item) packs one item.
 template <class Range, class PackItem>
 void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, PackItem pack_item) {
@@ -482,7 +538,7 @@ void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, Pac
     std::size_t count = std::min(chunksize, n - index);
     std::size_t offset = buf.data.size();
     pk.pack_array(static_cast<uint32_t>(count));
-    for (std::size_t i = 0; i < count; ++i, ++it) pack_item(pk, *it);
+    pack_items(pk, buf, it, count, pack_item);
     sub.chunks.push_back({offset, buf.data.size() - offset, index, count});
     index += count;
   }
