@@ -421,7 +421,8 @@ private:
     reply_ok(c);
   }
   void join(Call& c, Host& h) {
-    if (unreported_death_) throw ProcessError(*std::exchange(unreported_death_, std::nullopt));
+    if (unreported_death_)
+      return c.sink->deliver(encode_error(errc::process_error, *std::exchange(unreported_death_, std::nullopt)));
     auto timeout = timeout_arg(c, 0);
     if (unfinished_ == 0) return reply_ok(c, true);
     if (no_wait(timeout)) return reply_ok(c, false);
