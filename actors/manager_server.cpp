@@ -551,6 +551,7 @@ void write_via_scribe(session_actor* self, std::string_view bytes) {
 void flush_outbox(session_actor* self) {
   auto& st = self->state;
   std::string out = st.session->take_outbox();
+  if (st.fd < 0) return;  // the connection is gone (and its descriptor number may be another's)
   std::string_view rest = out;
   if (st.unwritten == 0) {
     while (!rest.empty()) {
@@ -674,7 +675,10 @@ caf::behavior session_broker(session_actor* self, Server* server, std::shared_pt
       [=](handshake_deadline_atom) {
         if (self->state.handshake) end_session(self);  // silent or too slow: its time is up
       },
-      [=](const caf::io::connection_closed_msg&) { end_session(self); },
+      [=](const caf::io::connection_closed_msg&) {
+        self->state.fd = -1;  // CAF closed it
+        end_session(self);
+      },
       [=](stop_atom) { end_session(self); },
       [=](quit_atom) { self->quit(); },
   };
