@@ -347,6 +347,7 @@ public:
     getters_.drop_session(s);
     putters_.drop_session(s);
     joiners_.drop_session(s);
+    write_off_held(s);
     settle();
   }
   void timer_fired(std::uint64_t token) override {
@@ -368,6 +369,7 @@ private:
         Waiter w = getters_.pop_front();
         reply_ok(w.call, items_.front());
         items_.pop_front();
+        took(w.call);
       } else if (!putters_.empty() && !is_full()) {
         Waiter w = putters_.pop_front();
         enqueue(std::move(w.item));
@@ -394,6 +396,7 @@ private:
     if (!items_.empty()) {
       reply_ok(c, items_.front());
       items_.pop_front();
+      took(c);
       settle();
       return;
     }
@@ -405,6 +408,7 @@ private:
     if (items_.empty()) return reply_ok(c, Object::Array{});
     reply_ok(c, Object::Array{std::move(items_.front())});
     items_.pop_front();
+    took(c);
     settle();
   }
   void qsize(Call& c, Host&) { reply_ok(c, items_.size()); }
@@ -412,21 +416,68 @@ private:
   void full(Call& c, Host&) { reply_ok(c, is_full()); }
   void task_done(Call& c, Host&) {
     if (unfinished_ == 0) throw ValueError("task_done() called too many times");
+    done_with_one(c.session());
     if (--unfinished_ == 0) joiners_.drain([](Waiter w) { reply_ok(w.call, true); });
     reply_ok(c);
   }
   void join(Call& c, Host& h) {
+    if (unreported_death_)
+      return c.sink->deliver(encode_error(errc::process_error, *std::exchange(unreported_death_, std::nullopt)));
     auto timeout = timeout_arg(c, 0);
     if (unfinished_ == 0) return reply_ok(c, true);
     if (no_wait(timeout)) return reply_ok(c, false);
     joiners_.park(c, timeout, h);
   }
 
+  // JoinableQueue: who holds the items got and not yet done.
+  void took(const Call& c) {
+    if (!joinable_) return;
+    auto& holder = held_[c.session()];
+    holder.pid = c.peer_pid();
+    ++holder.count;
+  }
+  // An item is done: one the caller holds, else another holder's (an item got in one process
+  // may be marked done in another).
+  void done_with_one(SessionId s) {
+    auto it = held_.find(s);
+    if (it == held_.end()) it = held_.begin();
+    if (it == held_.end()) return;
+    if (--it->second.count == 0) held_.erase(it);
+  }
+  // A session ended holding items: they will never be done. They are written off, and join()
+  // raises ProcessError naming the dead consumer, as the local JoinableQueue does: every join()
+  // waiting now, or the next one to come if none is.
+  void write_off_held(SessionId s) {
+    auto it = held_.find(s);
+    if (it == held_.end()) return;
+    Holder holder = it->second;
+    held_.erase(it);
+    std::size_t count = std::min(holder.count, unfinished_);
+    if (count == 0) return;
+    unfinished_ -= count;
+    std::string message = "JoinableQueue.join: consumer process " +
+                          (holder.pid > 0 ? std::to_string(holder.pid) : std::string("(pid unknown)")) +
+                          " died holding " + std::to_string(count) +
+                          " item(s) it had taken with get() and not marked task_done(); they are written off";
+    if (joiners_.empty()) {
+      unreported_death_ = std::move(message);
+      return;
+    }
+    joiners_.drain([&](Waiter w) { w.call.sink->deliver(encode_error(errc::process_error, message)); });
+  }
+
+  struct Holder {
+    std::int32_t pid = 0;
+    std::size_t count = 0;
+  };
+
   std::size_t maxsize_;
   bool joinable_;
   std::deque<Object> items_;
   std::size_t unfinished_ = 0;
   WaitList getters_, putters_, joiners_;
+  std::unordered_map<SessionId, Holder> held_;
+  std::optional<std::string> unreported_death_;  // for the next join(): no join() was waiting
 };
 
 // ---- Lock, RLock, Semaphore, BoundedSemaphore -----------------------------------------------

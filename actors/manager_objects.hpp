@@ -26,17 +26,20 @@ namespace multiproc::detail::manager {
 
 using SessionId = std::uint64_t;
 
-// Where a session's replies go (its socket). Thread-safe.
+// Where a session's replies go (its socket), and whose session it is. Thread-safe.
 class ReplySink {
 public:
-  explicit ReplySink(SessionId id) : id_(id) {}
+  explicit ReplySink(SessionId id, std::int32_t peer_pid = 0) : id_(id), peer_pid_(peer_pid) {}
   virtual ~ReplySink() = default;
   SessionId id() const noexcept { return id_; }
+  // The client's process (SO_PEERCRED), 0 when unknown (a TCP client).
+  std::int32_t peer_pid() const noexcept { return peer_pid_; }
   // payload: an encoded reply (see encode_ok/encode_error).
   virtual void deliver(std::string payload) = 0;
 
 private:
   SessionId id_;
+  std::int32_t peer_pid_;
 };
 
 struct Call {
@@ -45,6 +48,7 @@ struct Call {
   msgpack::object_handle request;  // [id, method, args]
   const msgpack::object& args() const { return request.get().via.array.ptr[2]; }
   SessionId session() const { return sink->id(); }
+  std::int32_t peer_pid() const { return sink->peer_pid(); }
 };
 
 std::string encode_error(errc code, std::string_view message, std::string_view detail = {});

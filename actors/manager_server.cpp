@@ -6,15 +6,14 @@
 #include <unistd.h>
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <condition_variable>
 #include <deque>
-#include <list>
 #include <mutex>
-#include <system_error>
-#include <thread>
 #include <unordered_map>
 
 #include "actors/manager_objects.hpp"
@@ -23,6 +22,7 @@
 #include "multiproc/connection.hpp"
 #include "multiproc/detail/manager_client.hpp"
 #include "multiproc/detail/wire.hpp"
+#include "server_handshake.hpp"
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<multiproc::detail::manager::Call>)
 
@@ -33,9 +33,14 @@ namespace {
 using call_atom = caf::atom_constant<caf::atom("call")>;
 using closed_atom = caf::atom_constant<caf::atom("closed")>;
 using timer_atom = caf::atom_constant<caf::atom("timer")>;
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using quit_atom = caf::atom_constant<caf::atom("quit")>;
+using handshake_deadline_atom = caf::atom_constant<caf::atom("hsdeadline")>;
 
-// A client that stops reading its replies must not wedge an actor's worker thread forever.
-constexpr int reply_send_timeout_s = 10;
+// What a session's scribe reads at most at a time.
+constexpr std::size_t read_chunk = 64 * 1024;
 // Out of descriptors (or threads), the listener stays readable while nothing can be accepted:
 // it is left out of the poll until a session ends, or this long at most (a descriptor can also
 // free up elsewhere: an object, another process for ENFILE).
@@ -83,40 +88,105 @@ caf::behavior object_actor(object_actor_t* self, std::shared_ptr<SharedObject> o
 
 // ---- sessions ---------------------------------------------------------------------------------
 
-// One authenticated client connection. Replies are written by whichever thread runs the object's
-// actor (usually the session's own thread, see InlineUnit), or by the session thread itself.
+// The session whose broker is serving a batch of its client's requests on this thread, and will
+// write what its outbox holds when the batch is done: replies to it need no wake-up.
+thread_local const void* t_serving = nullptr;
+
+// One client connection: its identity and its outbox. Replies may be delivered from any thread
+// (an object actor runs inline on the multiplexer, or on a scheduler thread for a timer); the
+// session's broker writes them.
 class Session final : public ReplySink {
 public:
-  Session(SessionId id, Connection conn) : ReplySink(id), conn_(std::move(conn)) {}
+  Session(SessionId id, std::int32_t peer_pid) : ReplySink(id, peer_pid) {}
 
-  int fd() const { return conn_.fileno(); }
-  Connection& connection() { return conn_; }
+  void attach(const caf::actor& broker) { broker_ = caf::actor_cast<caf::weak_actor_ptr>(broker); }
+
   void deliver(std::string payload) override {
-    std::lock_guard lock(m_);
-    if (closed_) return;
-    try {
-      write_frame(fd(), payload);
-    } catch (const Error&) {
-      closed_ = true;  // the client is gone; its session thread sees EOF and cleans up
+    bool wake;
+    {
+      std::lock_guard lock(m_);
+      if (closed_) return;
+      append_frame(outbox_, payload);
+      wake = t_serving != this && !wake_sent_;
+      wake_sent_ = wake_sent_ || wake;
     }
+    if (!wake) return;
+    if (auto broker = caf::actor_cast<caf::actor>(broker_)) caf::anon_send(broker, flush_atom::value);
   }
+
+  // The frames delivered since the last call, for the broker to write.
+  std::string take_outbox() {
+    std::lock_guard lock(m_);
+    wake_sent_ = false;
+    return std::exchange(outbox_, {});
+  }
+
+  // Replies that come after this go nowhere.
   void close() {
     std::lock_guard lock(m_);
     closed_ = true;
+    outbox_.clear();
   }
-  // Wakes the session thread (its read sees EOF) when the server stops.
-  void interrupt() { ::shutdown(fd(), SHUT_RDWR); }
 
 private:
-  Connection conn_;
   std::mutex m_;
+  std::string outbox_;     // whole frames
+  bool wake_sent_ = false;  // a flush_atom is on its way to the broker
   bool closed_ = false;
+  caf::weak_actor_ptr broker_;
 };
 
-// The session thread as a CAF execution unit: an object actor that a call wakes up runs right
-// here, on the thread that read the call, instead of waiting for a scheduler thread to wake up
-// (a cross-CPU wake-up costs more than the call itself, notes/caf-0.17.md). The actor's mailbox
-// still serializes everything: a call to an actor already running elsewhere just queues there.
+// Marks the session whose requests this thread serves now (see t_serving).
+class Serving {
+public:
+  explicit Serving(const Session& s) : previous_(std::exchange(t_serving, &s)) {}
+  ~Serving() { t_serving = previous_; }
+  Serving(const Serving&) = delete;
+  Serving& operator=(const Serving&) = delete;
+
+private:
+  const void* previous_;
+};
+
+// The bytes of a connection as they arrive, cut into frames (detail/wire.hpp). The buffer grows
+// with the bytes that actually arrived, never with what a header claims.
+class FrameBuffer {
+public:
+  void append(const std::vector<char>& bytes) {
+    if (start_ > 0) {
+      buf_.erase(0, start_);
+      start_ = 0;
+    }
+    buf_.append(bytes.data(), bytes.size());
+  }
+
+  // The next whole frame's payload (valid until the next append), or nullopt until one is in.
+  // Error for a malformed header or a payload above max_payload.
+  std::optional<std::string_view> next(std::size_t max_payload) {
+    std::string_view rest = std::string_view(buf_).substr(start_);
+    auto header = parse_frame_header(rest);
+    if (!header) return std::nullopt;
+    if (header->payload_size > max_payload)
+      throw Error("a frame of " + std::to_string(header->payload_size) + " bytes where at most " +
+                  std::to_string(max_payload) + " may come");
+    if (rest.size() < header->header_size + header->payload_size) return std::nullopt;
+    start_ += header->header_size + header->payload_size;
+    return rest.substr(header->header_size, header->payload_size);
+  }
+
+  // Bytes received and not yet returned as a frame.
+  std::size_t buffered() const { return buf_.size() - start_; }
+
+private:
+  std::string buf_;
+  std::size_t start_ = 0;  // the first byte not yet returned
+};
+
+// The multiplexer thread as a CAF execution unit for object actors: an object actor that a call
+// wakes up runs right here, on the thread that read the call, instead of waiting for a scheduler
+// thread to wake up (a cross-CPU wake-up costs more than the call itself, notes/caf-0.17.md), and
+// its reply goes out in the same round. The actor's mailbox still serializes everything: a call
+// to an actor already running elsewhere just queues there.
 class InlineUnit final : public caf::execution_unit {
 public:
   explicit InlineUnit(caf::actor_system& system) : caf::execution_unit(&system) {}
@@ -175,23 +245,48 @@ ParsedRequest parse_request(std::string_view payload) {
   return r;
 }
 
-caf::actor_system_config& sharing_config(caf::actor_system_config& cfg) {
+caf::actor_system_config& server_config(caf::actor_system_config& cfg) {
   // Work-sharing wakes idle workers through a condition variable instead of polling (about
   // 150 µs per idle round trip with work-stealing here, notes/caf-0.17.md §7).
   cfg.set("scheduler.policy", caf::atom("sharing"));
   cfg.set("scheduler.max-threads", std::size_t{2});
+  // The sessions' brokers run on the middleman's multiplexer, one thread for every connection.
+  cfg.load<caf::io::middleman>();
+  cfg.set("middleman.workers", std::size_t{0});
   return cfg;
+}
+
+// The peer's pid on a Unix socket (SO_PEERCRED: the process that connected); 0 when unknown (TCP).
+std::int32_t peer_pid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
+  return cred.pid;
 }
 
 // ---- the server -------------------------------------------------------------------------------
 
+class Server;
+
+struct session_state {
+  Server* server = nullptr;
+  std::shared_ptr<Session> session;
+  caf::io::connection_handle handle;
+  int fd = -1;
+  FrameBuffer frames;
+  std::optional<ServerHandshakeSteps> handshake;  // until the client passed it
+  std::size_t unwritten = 0;  // bytes handed to the scribe that it has not written yet
+  bool ended = false;
+};
+using session_actor = caf::stateful_actor<session_state, caf::io::broker>;
+
+caf::behavior session_broker(session_actor* self, Server* server, std::shared_ptr<Session> session);
+
 class Server {
 public:
-  // Besides the actor system's threads, the server needs one per session: it shows that the
-  // system and a first session can run before it listens.
   explicit Server(const ServerConfig& config)
-      : config_(config), system_(actors::startable(sharing_config(cfg_), 1)), listener_(config.address),
-        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      : config_(config), system_(actors::startable(server_config(cfg_))), inline_unit_(system_),
+        listener_(config.address), stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
         session_ended_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (stop_fd_ < 0 || session_ended_fd_ < 0) {
       int err = errno;
@@ -212,146 +307,26 @@ public:
     stop_actors();
   }
 
-private:
-  void accept_loop() {
-    // A negative descriptor is ignored by poll: owner_fd when there is none, the listener while
-    // the server is out of descriptors or threads, session_ended_fd_ while it is not.
-    enum { listener, stop, owner, session_ended };
-    pollfd p[4] = {{listener_.fileno(), POLLIN, 0},
-                   {stop_fd_, POLLIN, 0},
-                   {config_.owner_fd, POLLIN, 0},
-                   {-1, POLLIN, 0}};
-    int timeout_ms = -1;
-    for (;;) {
-      int ready = ::poll(p, 4, timeout_ms);
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        throw OSError("poll failed in the manager server", errno);
-      }
-      if (p[stop].revents || p[owner].revents) return;
-      if (p[listener].fd < 0) {
-        if (ready == 0 || p[session_ended].revents) {  // try again
-          p[listener].fd = listener_.fileno();
-          p[session_ended].fd = -1;
-          timeout_ms = -1;
-        }
-        continue;
-      }
-      if (!p[listener].revents) continue;
-      try {
-        start_session(listener_.accept());
-      } catch (const OSError& e) {
-        if (!out_of_resources(e.error_number())) continue;
-        drain(session_ended_fd_);
-        p[listener].fd = -1;
-        p[session_ended].fd = session_ended_fd_;
-        timeout_ms = out_of_resources_pause_ms;
-      } catch (const Error&) {
-        // A client that vanished between connect and accept is no reason to stop serving.
-      }
-    }
-  }
+  const std::string& authkey() const { return config_.authkey; }
 
-  static bool out_of_resources(int err) {
-    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EAGAIN;
-  }
+  // ---- what a session's broker asks of the server (on the multiplexer thread) ----
 
-  static void drain(int event_fd) {
-    eventfd_t ignored;
-    ::eventfd_read(event_fd, &ignored);
-  }
-
-  // OSError (EAGAIN) when no thread can be started for it; the connection is closed then.
-  void start_session(Connection conn) {
-    std::lock_guard lock(m_);
-    std::thread session;
-    try {
-      session = std::thread([this, conn = std::move(conn)]() mutable {
-        serve_connection(std::move(conn));
-        ::eventfd_write(session_ended_fd_, 1);  // its descriptor is free again (and soon its thread)
-        std::lock_guard lock(m_);
-        --live_sessions_;
-        sessions_done_.notify_all();
-      });
-    } catch (const std::system_error& e) {
-      throw OSError(std::string("cannot start a manager session thread: ") + e.code().message(),
-                    e.code().value());
-    }
-    ++live_sessions_;
-    session.detach();
-  }
-
-  // Authenticates (the challenge both ways), then serves requests until EOF or shutdown. The
-  // session is registered first, so that stopping the server also interrupts a handshake.
-  void serve_connection(Connection conn) {
-    auto session = std::make_shared<Session>(next_session_++, std::move(conn));
-    auto it = register_session(session);
-    if (authenticate(session->connection())) {
-      InlineUnit unit(system_);
-      try {
-        serve_requests(*session, session, unit);
-      } catch (const std::exception&) {
-        // A failing socket (poll, an oversized reply): this client's session ends, nobody else's.
-      }
-      session->close();
-      broadcast_closed(session->id(), unit);
-    }
-    std::lock_guard lock(m_);
-    sessions_.erase(it);
-  }
-
-  bool authenticate(Connection& conn) {
-    try {
-      connection::deliver_challenge(conn, config_.authkey);
-      connection::answer_challenge(conn, config_.authkey);
-    } catch (const Error&) {
-      return false;  // wrong key, garbage or silence: the client learns it from its own handshake
-    }
-    timeval tv{reply_send_timeout_s, 0};
-    ::setsockopt(conn.fileno(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    keep_alive_if_tcp(conn.fileno());  // a vanished client host still releases its locks
-    return true;
-  }
-
-  void serve_requests(Session& session, const std::shared_ptr<Session>& sink, InlineUnit& unit) {
-    FrameReader reader;
-    for (;;) {
-      std::optional<std::string_view> payload;
-      try {
-        payload = reader.next(session.fd());
-      } catch (const Error&) {
-        return;  // a broken frame we cannot resynchronize after
-      }
-      if (!payload) return;  // the client closed
-      ParsedRequest request;
-      try {
-        request = parse_request(*payload);
-      } catch (const Error& e) {
-        session.deliver(encode_error(errc::error, e.what()));
-        continue;
-      }
-      if (request.id != server_object_id) {
-        dispatch(sink, std::move(request), unit);
-      } else if (!serve_server_call(session, request)) {
-        return;
-      }
-    }
-  }
-
-  // Hands an object call to its actor (KeyError for an unknown object).
-  void dispatch(const std::shared_ptr<Session>& sink, ParsedRequest request, InlineUnit& unit) {
-    caf::actor target;
+  // Hands an object call to its actor (KeyError for an unknown object). A built-in object runs
+  // the call right away on this thread (InlineUnit); a user's class goes to the scheduler, so
+  // that a slow method of one holds up no other client.
+  void dispatch(const std::shared_ptr<Session>& session, ParsedRequest request) {
+    HostedObject target;
     {
       std::lock_guard lock(m_);
       auto it = objects_.find(request.id);
       if (it != objects_.end()) target = it->second;
     }
-    if (!target) {
-      sink->deliver(encode_error(errc::key_error, "the manager has no object " + std::to_string(request.id)));
+    if (!target.actor) {
+      session->deliver(encode_error(errc::key_error, "the manager has no object " + std::to_string(request.id)));
       return;
     }
-    auto call = std::make_shared<Call>(Call{sink, std::move(request.method), std::move(request.handle)});
-    unit.send(target, caf::make_message(call_atom::value, std::move(call)));
+    auto call = std::make_shared<Call>(Call{session, std::move(request.method), std::move(request.handle)});
+    send_to(target, caf::make_message(call_atom::value, std::move(call)));
   }
 
   // Requests to the server itself. false: the session ends (shutdown).
@@ -385,6 +360,116 @@ private:
     return true;
   }
 
+  // THE place where a session ends, once per authenticated session, whatever ended it: its
+  // client closed or crashed, a broken frame, shutdown. Every object hears of it (a lock its
+  // client held is released, its parked calls are abandoned, a JoinableQueue writes off the
+  // items it held); session.id() and session.peer_pid() say whose session it was.
+  void session_ended(const Session& session) {
+    std::vector<HostedObject> targets;
+    {
+      std::lock_guard lock(m_);
+      for (const auto& [oid, object] : objects_) targets.push_back(object);
+    }
+    for (const auto& object : targets) send_to(object, caf::make_message(closed_atom::value, session.id()));
+  }
+
+  // The broker of a session is on its way out (its descriptor closes as it quits).
+  void unregister(SessionId id) {
+    {
+      std::lock_guard lock(m_);
+      sessions_.erase(id);
+    }
+    sessions_done_.notify_all();
+    ::eventfd_write(session_ended_fd_, 1);  // a descriptor is about to be free again
+  }
+
+private:
+  struct HostedObject {
+    caf::actor actor;
+    bool run_inline = false;
+  };
+
+  void send_to(const HostedObject& object, caf::message msg) {
+    if (object.run_inline)
+      inline_unit_.send(object.actor, std::move(msg));
+    else
+      caf::anon_send(object.actor, std::move(msg));
+  }
+
+  void accept_loop() {
+    // A negative descriptor is ignored by poll: owner_fd when there is none, the listener while
+    // the server is out of descriptors, session_ended_fd_ while it is not.
+    enum { listener, stop, owner, session_ended };
+    pollfd p[4] = {{listener_.fileno(), POLLIN, 0},
+                   {stop_fd_, POLLIN, 0},
+                   {config_.owner_fd, POLLIN, 0},
+                   {-1, POLLIN, 0}};
+    int timeout_ms = -1;
+    for (;;) {
+      int ready = ::poll(p, 4, timeout_ms);
+      if (ready < 0) {
+        if (errno == EINTR) continue;
+        throw OSError("poll failed in the manager server", errno);
+      }
+      if (p[stop].revents || p[owner].revents) return;
+      if (p[listener].fd < 0) {
+        if (ready == 0 || p[session_ended].revents) {  // try again
+          p[listener].fd = listener_.fileno();
+          p[session_ended].fd = -1;
+          timeout_ms = -1;
+        }
+        continue;
+      }
+      if (!p[listener].revents) continue;
+      if (int err = accept_all(); err != 0) {
+        drain(session_ended_fd_);
+        p[listener].fd = -1;
+        p[session_ended].fd = session_ended_fd_;
+        timeout_ms = out_of_resources_pause_ms;
+      }
+    }
+  }
+
+  // Starts a session for every client in the backlog, without ever waiting: the listening socket
+  // is nonblocking, so a client that vanished between poll and accept leaves nothing to wait for.
+  // 0 once the backlog is empty; the errno when the server is out of descriptors or memory.
+  int accept_all() {
+    for (;;) {
+      int fd = ::accept4(listener_.fileno(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        start_session(fd);
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      if (out_of_resources(errno)) return errno;
+      // EINTR, or a client that gave up before we got to it (ECONNABORTED, a network error):
+      // no reason to stop serving.
+    }
+  }
+
+  static bool out_of_resources(int err) {
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+  }
+
+  static void drain(int event_fd) {
+    eventfd_t ignored;
+    ::eventfd_read(event_fd, &ignored);
+  }
+
+  // The session's broker adopts fd on the multiplexer; from then on the connection costs memory,
+  // not a thread.
+  void start_session(int fd) {
+    keep_alive_if_tcp(fd);  // a vanished client host still releases its locks
+    auto session = std::make_shared<Session>(next_session_++, peer_pid(fd));
+    auto broker = system_.middleman().spawn_broker(session_broker, this, session);
+    session->attach(broker);
+    {
+      std::lock_guard lock(m_);
+      sessions_.emplace(session->id(), broker);
+    }
+    caf::anon_send(broker, adopt_atom::value, fd);
+  }
+
   std::uint64_t create(const std::string& typeid_, const msgpack::object& init) {
     const TypeidSpec* spec = nullptr;
     if (config_.typeids) {
@@ -398,7 +483,8 @@ private:
       if (it != shared_.end()) return it->second;
     }
     auto id = next_object_++;
-    objects_.emplace(id, system_.spawn(object_actor, make_object(typeid_, spec, init)));
+    bool builtin = !spec || std::holds_alternative<BuiltinTypeid>(spec->what);
+    objects_.emplace(id, HostedObject{system_.spawn(object_actor, make_object(typeid_, spec, init)), builtin});
     if (spec && spec->shared) shared_.emplace(typeid_, id);
     return id;
   }
@@ -413,33 +499,19 @@ private:
     return make_builtin(builtin.kind, defaults.get());
   }
 
-  std::list<std::shared_ptr<Session>>::iterator register_session(std::shared_ptr<Session> session) {
-    std::lock_guard lock(m_);
-    return sessions_.insert(sessions_.end(), std::move(session));
-  }
-
-  void broadcast_closed(SessionId id, InlineUnit& unit) {
-    std::vector<caf::actor> targets;
-    {
-      std::lock_guard lock(m_);
-      for (const auto& [oid, actor] : objects_) targets.push_back(actor);
-    }
-    for (const auto& actor : targets) unit.send(actor, caf::make_message(closed_atom::value, id));
-  }
-
   void stop_sessions() {
     std::unique_lock lock(m_);
-    for (const auto& s : sessions_) s->interrupt();
-    sessions_done_.wait(lock, [this] { return live_sessions_ == 0; });
+    for (const auto& [id, broker] : sessions_) caf::anon_send(broker, stop_atom::value);
+    sessions_done_.wait(lock, [this] { return sessions_.empty(); });
   }
 
   void stop_actors() {
-    std::unordered_map<std::uint64_t, caf::actor> objects;
+    std::unordered_map<std::uint64_t, HostedObject> objects;
     {
       std::lock_guard lock(m_);
       objects.swap(objects_);
     }
-    for (auto& [id, actor] : objects) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    for (auto& [id, object] : objects) caf::anon_send_exit(object.actor, caf::exit_reason::user_shutdown);
     objects.clear();
     system_.await_all_actors_done();
   }
@@ -447,19 +519,170 @@ private:
   const ServerConfig& config_;
   caf::actor_system_config cfg_;
   caf::actor_system system_;
+  InlineUnit inline_unit_;  // used on the multiplexer thread only
   connection::Listener listener_;
   int stop_fd_;
-  int session_ended_fd_;  // counts sessions that ended (and freed a descriptor and a thread)
+  int session_ended_fd_;  // counts sessions that ended (and freed a descriptor)
 
   std::mutex m_;
   std::condition_variable sessions_done_;
-  std::size_t live_sessions_ = 0;
-  std::list<std::shared_ptr<Session>> sessions_;
-  std::unordered_map<std::uint64_t, caf::actor> objects_;
+  std::unordered_map<SessionId, caf::actor> sessions_;  // their brokers
+  std::unordered_map<std::uint64_t, HostedObject> objects_;
   std::unordered_map<std::string, std::uint64_t> shared_;
   std::uint64_t next_object_ = 1;
-  std::atomic<SessionId> next_session_{1};
+  SessionId next_session_ = 1;  // the accept loop's
 };
+
+// ---- a session's broker -----------------------------------------------------------------------
+
+// Queues bytes on the scribe, which writes them as the socket drains (data_transferred_msg says
+// how far it got).
+void write_via_scribe(session_actor* self, std::string_view bytes) {
+  auto& st = self->state;
+  auto& buf = self->wr_buf(st.handle);
+  buf.insert(buf.end(), bytes.begin(), bytes.end());
+  st.unwritten += bytes.size();
+  self->flush(st.handle);
+}
+
+// Writes what the session's outbox holds: straight to the socket while the scribe has nothing
+// queued (a reply costs one send, no extra round of the multiplexer), the rest through the
+// scribe, which writes it as the socket drains.
+void flush_outbox(session_actor* self) {
+  auto& st = self->state;
+  std::string out = st.session->take_outbox();
+  if (st.fd < 0) return;  // the connection is gone (and its descriptor number may be another's)
+  std::string_view rest = out;
+  if (st.unwritten == 0) {
+    while (!rest.empty()) {
+      ssize_t n = ::send(st.fd, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        rest.remove_prefix(static_cast<std::size_t>(n));
+      } else if (n < 0 && errno != EINTR) {
+        break;  // full (EAGAIN): the scribe takes the rest; gone: its close is on its way
+      }
+    }
+  }
+  if (!rest.empty()) write_via_scribe(self, rest);
+}
+
+void write_framed(session_actor* self, std::string_view message) {
+  std::string framed;
+  append_frame(framed, message);
+  write_via_scribe(self, framed);
+}
+
+// Ends the session once: the server hears of it (Server::session_ended) and the broker quits.
+// The quit goes through the multiplexer: CAF 0.17.6 never removes a scribe closed in the round
+// that added it (notes/caf-0.17.md), and it keeps the reply to a shutdown in the order it came.
+void end_session(session_actor* self) {
+  auto& st = self->state;
+  if (st.ended) return;
+  st.ended = true;
+  flush_outbox(self);
+  st.session->close();
+  if (!st.handshake) st.server->session_ended(*st.session);
+  st.server->unregister(st.session->id());
+  self->backend().post([me = caf::actor_cast<caf::actor>(self)] { caf::anon_send(me, quit_atom::value); });
+}
+
+// A handshake message from the client; false when the client failed the handshake.
+bool take_handshake_message(session_actor* self, std::string_view message) {
+  auto& st = self->state;
+  auto reply = st.handshake->take(message);
+  if (reply) write_framed(self, *reply);
+  switch (st.handshake->current()) {
+    case ServerHandshakeSteps::state::under_way:
+      return true;
+    case ServerHandshakeSteps::state::authenticated:
+      st.handshake.reset();
+      return true;
+    case ServerHandshakeSteps::state::failed:
+      return false;
+  }
+  return false;
+}
+
+// A request from an authenticated client; false when the session ends (shutdown).
+bool take_request(session_actor* self, std::string_view payload) {
+  auto& st = self->state;
+  ParsedRequest request;
+  try {
+    request = parse_request(payload);
+  } catch (const Error& e) {
+    st.session->deliver(encode_error(errc::error, e.what()));
+    return true;
+  }
+  if (request.id != server_object_id) {
+    st.server->dispatch(st.session, std::move(request));
+    return true;
+  }
+  return st.server->serve_server_call(*st.session, request);
+}
+
+// Every whole frame that arrived; false when the session ends.
+bool take_frames(session_actor* self) {
+  auto& st = self->state;
+  try {
+    while (auto payload = st.frames.next(st.handshake ? max_handshake_message : std::numeric_limits<std::size_t>::max())) {
+      bool go_on = st.handshake ? take_handshake_message(self, *payload) : take_request(self, *payload);
+      if (!go_on) return false;
+    }
+  } catch (const Error&) {
+    return false;  // a broken frame we cannot resynchronize after
+  }
+  return true;
+}
+
+caf::behavior session_broker(session_actor* self, Server* server, std::shared_ptr<Session> session) {
+  auto& st = self->state;
+  st.server = server;
+  st.session = std::move(session);
+  return {
+      [=](adopt_atom, int fd) {
+        auto& st = self->state;
+        st.fd = fd;
+        st.handle = self->add_scribe(fd);
+        self->configure_read(st.handle, caf::io::receive_policy::at_most(read_chunk));
+        self->ack_writes(st.handle, true);
+        try {
+          st.handshake.emplace(st.server->authkey());
+        } catch (const Error&) {
+          return end_session(self);  // no randomness for a challenge
+        }
+        write_framed(self, st.handshake->challenge());
+        // One deadline for the whole handshake, both halves.
+        self->delayed_send(self, handshake_timeout(), handshake_deadline_atom::value);
+      },
+      [=](const caf::io::new_data_msg& msg) {
+        auto& st = self->state;
+        if (st.ended) return;
+        st.frames.append(msg.buf);
+        bool go_on;
+        {
+          Serving serving(*st.session);
+          go_on = take_frames(self);
+        }
+        if (go_on)
+          flush_outbox(self);
+        else
+          end_session(self);
+      },
+      [=](const caf::io::data_transferred_msg& msg) { self->state.unwritten = msg.remaining; },
+      [=](flush_atom) {
+        if (!self->state.ended) flush_outbox(self);
+      },
+      [=](handshake_deadline_atom) {
+        if (self->state.handshake) end_session(self);  // silent or too slow: its time is up
+      },
+      [=](const caf::io::connection_closed_msg&) {
+        self->state.fd = -1;  // CAF closed it
+        end_session(self);
+      },
+      [=](stop_atom) { end_session(self); },
+      [=](quit_atom) { self->quit(); },
+  };
+}
 
 } // namespace
 

@@ -2,13 +2,15 @@
 // actor per shared object, behind a listener where every connection must pass the authkey's
 // HMAC challenge before a single byte of it is read as a request.
 //
-// Each authenticated connection (a client thread) gets a session thread that reads its framed
-// requests, answers server-level ones (create, shutdown) itself and sends object calls to the
-// object's actor, which writes the reply straight back to the connection. The session thread is
-// also a CAF execution unit, so an idle actor woken by its call runs right there, without a
-// hand-off to a scheduler thread; the actor's mailbox still serializes all calls on the object.
-// A session that ends tells every object, so locks its client held are released and its parked
-// calls abandoned.
+// Sessions live on the actor runtime, not on threads of their own: the listening loop (the
+// caller's thread) accepts without ever waiting and hands each connection to a broker on the
+// middleman's multiplexer, which runs the handshake (one deadline for all of it) and then reads
+// the framed requests, answers server-level ones (create, shutdown) itself and sends object calls
+// to the object's actor. A built-in object's actor runs right there on the multiplexer thread, so
+// its reply goes out in the same round; parked calls (a queue get, a lock acquire) cost memory,
+// not a thread. An idle connection is a broker and a socket: 1,000 of them add no thread.
+// A session that ends (Server::session_ended) tells every object, so locks its client held are
+// released, its parked calls abandoned and the items it held of a JoinableQueue written off.
 // This header is CAF-free: the library's manager code (framework/src) calls serve() in the
 // server process.
 #pragma once
@@ -29,8 +31,8 @@ struct ServerConfig {
 };
 
 // Listens, then calls ready(bound address) and serves until a client asks it to shut down.
-// Throws (before ready) when it cannot listen. On return every thread, actor and the listening
-// socket are gone.
+// Throws (before ready) when it cannot listen. On return every thread, actor, connection and the
+// listening socket are gone.
 void serve(const ServerConfig& config, const std::function<void(const std::string&)>& ready);
 
 } // namespace multiproc::detail::manager

@@ -24,6 +24,7 @@
 #include "log.hpp"
 #include "multiproc/connection.hpp"
 #include "multiproc/errors.hpp"
+#include "server_handshake.hpp"
 
 namespace multiproc {
 
@@ -190,7 +191,6 @@ constexpr std::size_t message_length = 40;       // random bytes of a modern cha
 constexpr std::size_t md5only_message_length = 20;  // a <= 3.11 challenge
 constexpr std::size_t md5_digest_length = 16;       // a <= 3.11 response
 constexpr std::size_t max_digest_name = 8;          // "sha3_256"
-constexpr std::size_t max_handshake_message = 256;  // CPython's recv_bytes(256)
 
 const EVP_MD* digest_by_name(std::string_view name) {
   const auto& c = detail::crypto();
@@ -305,9 +305,9 @@ private:
     } catch (const Error& e) {
       throw AuthenticationError(std::string("authentication failed: ") + e.what());
     }
-    if (!header || header->payload_size > max_handshake_message)
+    if (!header || header->payload_size > detail::max_handshake_message)
       throw AuthenticationError("authentication failed: a handshake message longer than " +
-                                std::to_string(max_handshake_message) + " bytes");
+                                std::to_string(detail::max_handshake_message) + " bytes");
     in_header_ = false;
     want_ = header_size + header->payload_size;
   }
@@ -353,42 +353,58 @@ std::string random_bytes(std::size_t n) {
   return out;
 }
 
-// ---- the steps of a handshake, shared by the blocking functions and accept()'s handshakes ----
+// ---- the steps of a handshake, shared by the blocking functions and ServerHandshakeSteps ----
 
-// deliver_challenge, first half: sends a challenge; the message the response must sign.
+// deliver_challenge, first half: a challenge, the message the response must sign.
+std::string new_challenge() { return "{sha256}" + random_bytes(message_length); }
+
+// The challenge as sent: a legacy (<= 3.11) peer takes all of it as the challenge and answers
+// with a raw HMAC-MD5.
+std::string challenge_message(std::string_view challenge) { return std::string(challenge_tag) + std::string(challenge); }
+
 std::string send_challenge(int fd, detail::Deadline deadline) {
-  std::string message = "{sha256}" + random_bytes(message_length);
-  // A legacy (<= 3.11) peer takes all of it as the challenge and answers with a raw HMAC-MD5.
-  send_message(fd, std::string(challenge_tag) + message, deadline);
+  std::string message = new_challenge();
+  send_message(fd, challenge_message(message), deadline);
   return message;
 }
 
-// deliver_challenge, second half: the verdict on the response, sent to the peer.
-void judge_response(int fd, std::string_view authkey, std::string_view message, std::string_view response,
-                    detail::Deadline deadline) {
+// deliver_challenge, second half: the verdict on the response (#WELCOME# or #FAILURE#) and, for
+// a failure, why.
+struct Verdict {
+  std::string_view message;
+  std::optional<AuthenticationError> error;
+};
+
+Verdict judge(std::string_view authkey, std::string_view message, std::string_view response) {
   try {
     verify_challenge(authkey, message, response);
   } catch (const AuthenticationError& e) {
     detail::log(LogLevel::warning, "authentication failed: {}", e.what());
-    try {
-      send_message(fd, failure, deadline);
-    } catch (const AuthenticationError&) {
-      // The peer is already gone; the verdict stands either way.
-    }
-    throw;
+    return {failure, e};
   }
-  send_message(fd, welcome, deadline);
+  return {welcome, std::nullopt};
+}
+
+void judge_response(int fd, std::string_view authkey, std::string_view message, std::string_view response,
+                    detail::Deadline deadline) {
+  auto verdict = judge(authkey, message, response);
+  try {
+    send_message(fd, verdict.message, deadline);
+  } catch (const AuthenticationError&) {
+    if (!verdict.error) throw;  // else the peer is already gone; the verdict stands either way
+  }
+  if (verdict.error) throw *verdict.error;
 }
 
 // answer_challenge, first half: the response to a challenge received.
-void respond(int fd, std::string_view authkey, std::string_view challenge, detail::Deadline deadline) {
+std::string response_to(std::string_view authkey, std::string_view challenge) {
   if (!challenge.starts_with(challenge_tag))
     throw AuthenticationError("protocol error: expected a challenge, got " + std::to_string(challenge.size()) +
                               " other bytes");
   challenge.remove_prefix(challenge_tag.size());
   if (challenge.size() < md5only_message_length)
     throw AuthenticationError("challenge too short: " + std::to_string(challenge.size()) + " bytes");
-  send_message(fd, create_response(authkey, challenge), deadline);
+  return create_response(authkey, challenge);
 }
 
 // answer_challenge, second half: the peer's verdict on our response.
@@ -402,20 +418,22 @@ void deliver_challenge(Connection& conn, std::string_view authkey, detail::Deadl
 }
 
 void answer_challenge(Connection& conn, std::string_view authkey, detail::Deadline deadline) {
-  respond(conn.fileno(), authkey, recv_message(conn, deadline), deadline);
+  send_message(conn.fileno(), response_to(authkey, recv_message(conn, deadline)), deadline);
   check_verdict(recv_message(conn, deadline));
 }
 
-// A listener's handshake with one client (deliver_challenge, then answer_challenge) taken a
-// step per message that arrives, so that accept() can run many at once: a client that is slow
-// or hostile holds up no other. The whole handshake has one deadline.
+// A listener's handshake with one client taken a step per message that arrives, so that accept()
+// can run many at once: a client that is slow or hostile holds up no other. The whole handshake
+// has one deadline.
 class ServerHandshake {
 public:
-  ServerHandshake(Connection conn, std::string peer)
+  ServerHandshake(Connection conn, std::string peer, std::string authkey)
       : conn_(std::move(conn)),
         peer_(std::move(peer)),
         deadline_(detail::deadline_after(detail::handshake_timeout())),
-        challenge_(send_challenge(conn_.fileno(), deadline_)) {}
+        steps_(std::move(authkey)) {
+    send_message(conn_.fileno(), steps_.challenge(), deadline_);
+  }
 
   int fileno() const { return conn_.fileno(); }
   const detail::Deadline& deadline() const { return deadline_; }
@@ -424,38 +442,80 @@ public:
 
   // Takes what the client sent so far: true once it is authenticated both ways.
   // AuthenticationError when it failed, or ran out of time.
-  bool advance(std::string_view authkey) {
+  bool advance() {
     while (auto message = reader_.read_some(fileno())) {
       reader_ = {};
-      switch (next_) {
-        case step::response:
-          judge_response(fileno(), authkey, challenge_, *message, deadline_);
-          next_ = step::challenge;
-          break;
-        case step::challenge:
-          respond(fileno(), authkey, *message, deadline_);
-          next_ = step::verdict;
-          break;
-        case step::verdict:
-          check_verdict(*message);
-          return true;
+      auto reply = steps_.take(*message);
+      if (steps_.current() == detail::ServerHandshakeSteps::state::failed) {
+        try {
+          if (reply) send_message(fileno(), *reply, deadline_);
+        } catch (const AuthenticationError&) {
+          // The peer is already gone; the verdict stands either way.
+        }
+        throw AuthenticationError(steps_.error());
       }
+      if (reply) send_message(fileno(), *reply, deadline_);
+      if (steps_.current() == detail::ServerHandshakeSteps::state::authenticated) return true;
     }
     if (detail::Clock::now() >= *deadline_) handshake_timed_out();
     return false;
   }
 
 private:
-  enum class step { response, challenge, verdict };
   Connection conn_;
   std::string peer_;
   detail::Deadline deadline_;
-  std::string challenge_;  // what the client's response must sign
+  detail::ServerHandshakeSteps steps_;
   MessageReader reader_;
-  step next_ = step::response;
 };
 
 } // namespace
+
+} // namespace connection
+
+namespace detail {
+
+ServerHandshakeSteps::ServerHandshakeSteps(std::string authkey)
+    : authkey_(std::move(authkey)),
+      challenge_(connection::new_challenge()),
+      challenge_message_(connection::challenge_message(challenge_)) {}
+
+std::optional<std::string> ServerHandshakeSteps::take(std::string_view message) {
+  if (state_ != state::under_way) return std::nullopt;
+  try {
+    return step_on(message);
+  } catch (const AuthenticationError& e) {
+    state_ = state::failed;
+    error_ = e.what();
+    return std::nullopt;
+  }
+}
+
+std::optional<std::string> ServerHandshakeSteps::step_on(std::string_view message) {
+  switch (next_) {
+    case step::response: {
+      auto verdict = connection::judge(authkey_, challenge_, message);
+      if (verdict.error) {
+        state_ = state::failed;
+        error_ = verdict.error->what();
+      }
+      next_ = step::challenge;
+      return std::string(verdict.message);
+    }
+    case step::challenge:
+      next_ = step::verdict;
+      return connection::response_to(authkey_, message);
+    case step::verdict:
+      connection::check_verdict(message);
+      state_ = state::authenticated;
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+} // namespace detail
+
+namespace connection {
 
 void deliver_challenge(Connection& conn, std::string_view authkey) {
   deliver_challenge(conn, authkey, detail::deadline_after(detail::handshake_timeout()));
@@ -527,7 +587,7 @@ struct Listener::Impl {
         last_accepted = std::move(client->peer);
         return std::move(client->conn);
       }
-      handshakes.emplace_back(std::move(client->conn), std::move(client->peer));
+      handshakes.emplace_back(std::move(client->conn), std::move(client->peer), *authkey);
     }
   }
 
@@ -537,7 +597,7 @@ struct Listener::Impl {
     auto it = handshakes.begin() + static_cast<std::ptrdiff_t>(i);
     bool passed;
     try {
-      passed = it->advance(*authkey);
+      passed = it->advance();
     } catch (...) {
       handshakes.erase(it);
       throw;
