@@ -1,7 +1,7 @@
 // mp::spawn, mp::ActorRef, mp::Behavior — process-hosted actors, in the manner of Erlang's
 // processes (Python's multiprocessing has none; each actor here is a multiproc Process).
 //
-// An actor is a process with a mailbox. spawn() starts it (start method fork) and runs
+// An actor is a process with a mailbox. spawn() starts it (any start method) and runs
 // init(ctx, args...) there; the Behavior init returns holds one handler per message type, and
 // each message goes to the handler whose parameter type is the message's C++ type, one message at
 // a time, with the actor's state kept in whatever init's handlers capture. A message is any
