@@ -83,9 +83,15 @@ inline std::string expected_answer(const Task& task) {
   return " says that " + calculation(func, a, b, func == "mul" ? a * b : a + b);
 }
 
+// Whether line comes from a pool worker, named as its start method names it.
+inline bool from_pool_worker(const std::string& line) {
+  return line.starts_with("ForkPoolWorker-") || line.starts_with("SpawnPoolWorker-") ||
+         line.starts_with("ForkServerPoolWorker-");
+}
+
 // Whether line is the answer to task, from any pool worker.
 inline bool answers(const std::string& line, const Task& task) {
-  return line.starts_with("ForkPoolWorker-") && line.ends_with(expected_answer(task));
+  return from_pool_worker(line) && line.ends_with(expected_answer(task));
 }
 
 // Checks that results answer tasks one to one: result i answers task i when ordered, else in
@@ -100,7 +106,7 @@ inline void check_answers(const std::vector<std::string>& results, const std::ve
   }
   std::vector<std::string> got, expected;
   for (auto& line : results) {
-    check(line.starts_with("ForkPoolWorker-"), how + ": " + line + " comes from a pool worker");
+    check(from_pool_worker(line), how + ": " + line + " comes from a pool worker");
     got.push_back(line.substr(line.find(" says that ")));
   }
   for (auto& task : tasks) expected.push_back(expected_answer(task));

@@ -6,7 +6,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -76,6 +78,42 @@ void takes_unpackable(int, Unpackable) {}
 struct Functor {
   void operator()() const {}
 };
+
+// Set by the parent before it starts a pool: a forked worker sees it, a spawned one (a fresh run
+// of the program) or a fork server's (forked from one) does not.
+int g_parent_mark = 0;
+struct WorkerView {
+  int pid = 0;
+  int mark = 0;
+  std::string name;
+  MSGPACK_DEFINE(pid, mark, name);
+};
+WorkerView view_worker(int) { return {static_cast<int>(::getpid()), g_parent_mark, mp::current_process().name}; }
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+int g_initialized = 0;
+void initialize_worker() { g_initialized = 1; }
+int initialized(int) { return g_initialized; }
+
+struct Add {
+  int n = 0;
+  MSGPACK_DEFINE(n);
+};
+struct Get {
+  int unused = 0;
+  MSGPACK_DEFINE(unused);
+};
+mp::Behavior counter(mp::ActorContext&, int start) {
+  auto n = std::make_shared<int>(start);
+  return {[n](const Add& a) { *n += a.n; }, [n](const Get&) { return *n; }};
+}
+
+// Uses a manager's dict and an actor handed over as arguments, reports what it saw.
+void use_proxy_and_actor(mp::DictProxy<std::string, int> d, mp::ActorRef actor, mp::Connection out) {
+  d.set("child", d.at("parent") + 1);
+  actor.send(Add{5});
+  out.send(actor.request<int>(Get{}, 30s));
+}
 
 struct Subclass : mp::Process {
   explicit Subclass(mp::ProcessOptions options) : mp::Process(std::move(options)) {}
@@ -257,4 +295,119 @@ TEST_CASE("start methods: a killed fork server is replaced and its children live
   second.start();
   join_or_kill(second);
   CHECK(second.exitcode() == 7);
+}
+
+TEST_CASE("start methods: a Pool under spawn and forkserver maps and apply_asyncs in workers that are not forks of the parent",
+          "[start_methods][pool]") {
+  g_parent_mark = 7;
+  for (auto m : every_method) {
+    INFO(method_name(m));
+    mp::PoolOptions options;
+    options.processes = 2;
+    options.start_method = m;
+    mp::Pool pool(options);
+    std::vector<int> xs{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    CHECK(pool.map(square, xs, 1) == std::vector<int>{1, 4, 9, 16, 25, 36, 49, 64, 81, 100});
+    CHECK(pool.apply_async(add, 40, 2).get(30s) == 42);
+    CHECK(pool.apply_async([](int a, int b) { return a * b; }, 6, 7).get(30s) == 42);
+    auto pids = pool.worker_pids();
+    for (const auto& view : pool.map(view_worker, std::vector<int>(8, 0), 1)) {
+      CHECK(std::find(pids.begin(), pids.end(), view.pid) != pids.end());
+      CHECK(view.mark == (m == mp::StartMethod::fork ? 7 : 0));  // the parent's memory only by fork
+      CHECK(view.name.rfind(m == mp::StartMethod::fork    ? "ForkPoolWorker-"
+                            : m == mp::StartMethod::spawn ? "SpawnPoolWorker-"
+                                                          : "ForkServerPoolWorker-",
+                            0) == 0);
+    }
+    pool.close();
+    pool.join();
+  }
+  g_parent_mark = 0;
+  CHECK(multiproc_test::children_of(::getpid()).size() <= 1);  // at most the fork server
+}
+
+TEST_CASE("start methods: a spawn or forkserver Pool runs a function-pointer initializer and refuses a capturing one",
+          "[start_methods][pool]") {
+  for (auto m : fresh_methods) {
+    INFO(method_name(m));
+    mp::PoolOptions options;
+    options.processes = 1;
+    options.start_method = m;
+    options.initializer = initialize_worker;
+    mp::Pool pool(options);
+    CHECK(pool.apply_async(initialized, 0).get(30s) == 1);
+    pool.terminate();
+
+    int state = 1;
+    options.initializer = [state] { g_initialized = state; };
+    CHECK_THROWS_WITH(mp::Pool(options), Catch::Contains("PoolOptions::initializer") && Catch::Contains("function pointer"));
+  }
+  CHECK(multiproc_test::children_of(::getpid()).size() <= 1);
+}
+
+TEST_CASE("start methods: a Manager whose server started by spawn or forkserver serves a dict and a list",
+          "[start_methods][manager]") {
+  for (auto m : fresh_methods) {
+    INFO(method_name(m));
+    mp::Manager manager(mp::ManagerOptions{.start_method = m});
+    auto d = manager.dict<std::string, int>();
+    auto l = manager.list<int>();
+    d.set("a", 1);
+    l.append(2);
+    l.append(3);
+    CHECK(d.at("a") == 1);
+    CHECK(l.copy() == std::vector<int>{2, 3});
+    manager.shutdown();
+  }
+  CHECK(multiproc_test::children_of(::getpid()).size() <= 1);
+}
+
+TEST_CASE("start methods: a BaseManager with a registered class refuses spawn with a ValueError naming the typeid",
+          "[start_methods][manager]") {
+  struct Counter {
+    int n = 0;
+    int get() const { return n; }
+  };
+  mp::BaseManager manager("", "key", mp::ManagerOptions{.start_method = mp::StartMethod::spawn});
+  manager.register_class<Counter>("Counter").expose("get", &Counter::get);
+  CHECK_THROWS_WITH(manager.start(), Catch::Contains("'Counter'") && Catch::Contains("registered class"));
+  CHECK(multiproc_test::children_of(::getpid()).size() <= 1);
+}
+
+TEST_CASE("start methods: an actor spawned under spawn or forkserver answers a request", "[start_methods][actor]") {
+  for (auto m : fresh_methods) {
+    INFO(method_name(m));
+    auto actor = mp::spawn(mp::ActorOptions{.start_method = m}, counter, 10);
+    actor.send(Add{5});
+    CHECK(actor.request<int>(Get{}, 30s) == 15);
+    auto lambda_actor = mp::spawn(mp::ActorOptions{.start_method = m},
+                                  [](mp::ActorContext& ctx) { return counter(ctx, 1); });
+    CHECK(lambda_actor.request<int>(Get{}, 30s) == 1);
+    actor.stop();
+    lambda_actor.stop();
+    int captured = 0;
+    CHECK_THROWS_WITH(mp::spawn(mp::ActorOptions{.start_method = m},
+                                [captured](mp::ActorContext& ctx) { return counter(ctx, captured); }),
+                      Catch::Contains("captureless lambda"));
+  }
+  CHECK(multiproc_test::children_of(::getpid()).size() <= 1);
+}
+
+TEST_CASE("start methods: a manager proxy and an ActorRef cross into a spawn or forkserver Process", "[start_methods]") {
+  mp::Manager manager;
+  auto d = manager.dict<std::string, int>();
+  d.set("parent", 41);
+  auto actor = mp::spawn(counter, 0);
+  for (auto m : fresh_methods) {
+    INFO(method_name(m));
+    auto [reader, writer] = mp::Pipe(false);
+    mp::Process p(with(m), use_proxy_and_actor, d, actor, writer);
+    p.start();
+    REQUIRE(reader.poll(30s));
+    CHECK(reader.recv<int>() == (m == mp::StartMethod::spawn ? 5 : 10));
+    join_or_kill(p);
+    CHECK(p.exitcode() == 0);
+    CHECK(d.at("child") == 42);
+  }
+  actor.stop();
 }

@@ -148,9 +148,13 @@ void stop_spawned_at_exit() {
 
 } // namespace
 
-ActorRef spawn_actor(ActorOptions options, std::function<Behavior(ActorContext&)> init) {
-  if (options.start_method.value_or(get_start_method()) != StartMethod::fork)
-    throw ValueError("actors start with StartMethod::fork only so far");
+void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> init) {
+  actor_loop loop(actor_ref_access::make(seat.name, ::getpid(), seat.address), seat.listen_fd, seat.name_fd);
+  if (int code = loop.run(init)) throw SystemExit{code};
+}
+
+ActorRef spawn_actor(const ActorOptions& options,
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process) {
   std::string address = new_actor_address();
   std::optional<std::string> name_address;
   if (!options.name.empty()) name_address = actor_name_address(options.name);
@@ -166,14 +170,10 @@ ActorRef spawn_actor(ActorOptions options, std::function<Behavior(ActorContext&)
       throw OSError("cannot register the actor name '" + options.name + "': " + std::strerror(err), err);
     }
   }
-  auto process = std::make_shared<Process>(
-      ProcessOptions{.name = options.name, .daemon = false},
-      [name = options.name, address, listen_fd, name_fd, init = std::move(init)]() mutable {
-        actor_loop loop(actor_ref_access::make(name, ::getpid(), address), listen_fd, name_fd);
-        if (int code = loop.run(init)) throw SystemExit{code};
-      });
+  std::shared_ptr<Process> process;
   install_exit_hook();
   try {
+    process = std::make_shared<Process>(make_process(options.start_method, {options.name, address, listen_fd, name_fd}));
     process->start();
   } catch (...) {
     ::close(listen_fd);

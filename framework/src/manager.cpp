@@ -156,6 +156,7 @@ struct BaseManager::State {
   std::optional<detail::Forked> server;  // set by start()
   std::string directory;                 // our private directory, removed at shutdown
   pid_t owner = ::getpid();              // only the process that started the server stops it
+  std::optional<StartMethod> start_method;
   int lifeline = -1;                     // write end of a pipe whose EOF tells the server we are gone
 
   void stop_server();
@@ -177,6 +178,58 @@ void reap_server(const detail::Forked& child, std::chrono::milliseconds grace) {
   detail::try_reap(child.pidfd, true);
   close_internal_fd(child.pidfd);
 }
+// The server's life in its child: serves until asked to stop, reporting "ok <address>" or its
+// failure on report_fd; when its owner died without shutting it down, removes dir (the owner's
+// private directory) before it exits.
+int serve_in_child(const detail::manager::ServerConfig& config, int report_fd, const std::string& dir) {
+  ::prctl(PR_SET_PDEATHSIG, 0);  // the lifeline tells it when the owner is gone
+  int code = 0;
+  try {
+    detail::actors_plugin().serve_manager(config, [report_fd](const std::string& bound) {
+      write_all(report_fd, "ok " + bound);
+      ::close(report_fd);
+    });
+  } catch (const std::exception& e) {
+    write_all(report_fd, failure_report(e));
+    code = 1;
+  }
+  if (!dir.empty() && wait_fd(config.owner_fd, std::chrono::milliseconds(0))) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  return code;
+}
+
+// A built-in typeid as it crosses into a server started by spawn or forkserver.
+struct CrossingTypeid {
+  std::string name, kind, init;
+  bool shared = false;
+  MSGPACK_DEFINE(name, kind, init, shared)
+};
+
+std::vector<CrossingTypeid> crossing_typeids(const detail::TypeidRegistry& typeids) {
+  std::vector<CrossingTypeid> out;
+  for (const auto& [name, spec] : typeids) {
+    const auto* builtin = std::get_if<detail::BuiltinTypeid>(&spec.what);
+    if (!builtin)
+      throw ValueError("the manager's typeid '" + name + "' is a registered class: its factory and methods cannot "
+                       "reach a server started by spawn or forkserver; give this manager "
+                       "ManagerOptions{.start_method = StartMethod::fork}");
+    out.push_back({name, builtin->kind, builtin->init, spec.shared});
+  }
+  return out;
+}
+
+// The target of a server started by spawn or forkserver.
+void spawned_server(detail::Descriptor report, detail::Descriptor lifeline, std::string address, std::string authkey,
+                    std::vector<CrossingTypeid> typeids, std::string dir) {
+  auto registry = std::make_shared<detail::TypeidRegistry>();
+  for (auto& t : typeids)
+    (*registry)[t.name] = detail::TypeidSpec{detail::BuiltinTypeid{t.kind, t.init}, t.shared};
+  detail::crypto();
+  if (int code = serve_in_child({address, authkey, registry, lifeline.fd}, report.fd, dir)) throw SystemExit{code};
+}
+
 } // namespace
 
 void BaseManager::State::stop_server() {
@@ -202,8 +255,13 @@ void BaseManager::State::remove_files() {
   directory.clear();
 }
 
-BaseManager::BaseManager(std::string address, std::string authkey) : state_(std::make_unique<State>()) {
+BaseManager::BaseManager(std::string address, std::string authkey)
+    : BaseManager(std::move(address), std::move(authkey), ManagerOptions{}) {}
+
+BaseManager::BaseManager(std::string address, std::string authkey, ManagerOptions options)
+    : state_(std::make_unique<State>()) {
   state_->endpoint = std::make_shared<detail::ManagerEndpoint>(detail::ManagerEndpoint{std::move(address), std::move(authkey)});
+  state_->start_method = options.start_method;
 }
 
 BaseManager::~BaseManager() {
@@ -239,9 +297,10 @@ void BaseManager::start() {
   if (!state_) throw ValueError("this manager was moved from");
   if (state_->server) throw ProcessError("the manager's server was already started");
   state_->owner = ::getpid();
+  auto method = state_->start_method.value_or(get_start_method());
   // Loaded here, not in the server: a forked child must not dlopen (lazy_library.hpp). The server
   // runs in the plugin and authenticates every client with libcrypto.
-  const auto& plugin = detail::actors_plugin();
+  detail::actors_plugin();
   detail::crypto();
   // report: the child's "ok <address>" or "error <message>". lifeline: the server watches it
   // instead of dying by PDEATHSIG, so that when we die it still removes its socket and our
@@ -256,30 +315,22 @@ void BaseManager::start() {
   }
   detail::manager::ServerConfig config{state_->endpoint->address, state_->endpoint->authkey, state_->typeids,
                                        lifeline[0]};
-  auto body = [&config, &plugin, fd = report[1], keep = lifeline[1], dir = state_->directory]() {
-    ::prctl(PR_SET_PDEATHSIG, 0);
+  const auto& dir = state_->directory;
+  auto body = [&config, &dir, fd = report[1], keep = lifeline[1]] {
     ::close(keep);
-    int code = 0;
-    try {
-      plugin.serve_manager(config, [fd](const std::string& bound) {
-        write_all(fd, "ok " + bound);
-        ::close(fd);
-      });
-    } catch (const std::exception& e) {
-      write_all(fd, failure_report(e));
-      code = 1;
-    }
-    if (!dir.empty() && wait_fd(config.owner_fd, std::chrono::milliseconds(0))) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);  // the owner died without shutting us down
-    }
-    return code;
+    return serve_in_child(config, fd, dir);
+  };
+  auto spawn_target = [&] {
+    return detail::make_spawn_target(&spawned_server,
+                                     std::make_tuple(detail::Descriptor{report[1]}, detail::Descriptor{lifeline[0]},
+                                                     config.address, config.authkey, crossing_typeids(*config.typeids),
+                                                     dir));
   };
   detail::Forked child{};
   try {
     auto identity = detail::next_child_identity();
     auto name = "SyncManager-" + std::to_string(identity.back());
-    child = detail::fork_child({std::move(name), false, std::move(identity)}, body, {report[1]});
+    child = detail::start_child(method, {std::move(name), false, std::move(identity)}, body, spawn_target, {report[1]});
   } catch (...) {
     for (int fd : {report[0], report[1], lifeline[0], lifeline[1]}) ::close(fd);
     throw;
@@ -347,7 +398,9 @@ void BaseManager::use_private_directory(std::string dir) {
 
 // ---- Manager ----------------------------------------------------------------------------------
 
-Manager::Manager() : BaseManager({}, random_authkey()) {
+Manager::Manager() : Manager(ManagerOptions{}) {}
+
+Manager::Manager(ManagerOptions options) : BaseManager({}, random_authkey(), options) {
   use_private_directory(private_directory());
   start();  // on failure ~BaseManager removes the directory
 }

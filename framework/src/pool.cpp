@@ -82,6 +82,8 @@ struct worker {
   pid_t pid;
   int pidfd;
   int sock;
+  bool forked;  // shares the parent's addresses; else it is sent a definition of each function
+  std::vector<const void*> defined;
   std::size_t budget;  // chunks it may still be given before it retires (maxtasksperchild)
   std::deque<in_flight> inflight;
   std::string out;  // frames not yet written
@@ -98,6 +100,29 @@ struct worker {
   }
   bool can_take() const { return !eof && budget > 0 && inflight.size() < window(); }
 };
+
+// CPython's names: the start method's name + "PoolWorker-N".
+std::string worker_name(StartMethod method, int n) {
+  const char* kind = method == StartMethod::spawn ? "Spawn" : method == StartMethod::forkserver ? "ForkServer" : "Fork";
+  return kind + std::string("PoolWorker-") + std::to_string(n);
+}
+
+// The initializer of a spawn or forkserver worker crosses by identity: it must be a plain
+// function pointer.
+void (*crossing_initializer(const std::function<void()>& initializer))() {
+  if (!initializer) return nullptr;
+  if (auto* fn = initializer.target<void (*)()>()) return *fn;
+  throw ValueError("under start methods spawn and forkserver PoolOptions::initializer must hold a function "
+                   "pointer (a function, or a captureless lambda converted with unary +), not " +
+                   demangle(initializer.target_type().name()) + ": its state cannot reach a fresh process");
+}
+
+// The target of a spawn or forkserver worker.
+void spawned_pool_worker(Descriptor sock, void (*initializer)(), std::size_t maxtasks) {
+  std::function<void()> init;
+  if (initializer) init = initializer;
+  run_pool_worker(sock.fd, init, maxtasks, false);
+}
 
 } // namespace
 
@@ -133,6 +158,7 @@ private:
   void add_pending(chunk_ref ref, queue_end end);
   void dispatch();
   void send_chunk(worker& w, chunk_ref ref);
+  void define_function(worker& w, const void* address);
   void flush(worker& w);
   void set_write_interest(worker& w, bool on);
   void fail_chunk(const chunk_ref& ref, std::exception_ptr error);
@@ -147,6 +173,7 @@ private:
   void wake_result_thread();
 
   const PoolOptions options_;
+  const StartMethod method_;
   const pid_t owner_ = ::getpid();
   mutable std::mutex m_;
   std::condition_variable idle_cv_;  // unfinished_ reached 0
@@ -168,7 +195,8 @@ private:
 
 void poll_results(pool_core& core) { core.poll(); }
 
-pool_core::pool_core(PoolOptions options) : options_(std::move(options)) {
+pool_core::pool_core(PoolOptions options)
+    : options_(std::move(options)), method_(options_.start_method.value_or(get_start_method())) {
   if (options_.processes == 0) throw ValueError("Number of processes must be at least 1");
   epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_ < 0) throw_errno("epoll_create1 failed");
@@ -225,13 +253,18 @@ int pool_core::start_worker(std::size_t slot) {
   register_internal_fd(sv[0]);
   register_internal_fd(sv[1]);
   auto identity = next_child_identity();
-  ChildIdentity who{"ForkPoolWorker-" + std::to_string(identity.back()), true, identity};
+  ChildIdentity who{worker_name(method_, identity.back()), true, identity};
   Forked child;
   try {
-    child = fork_child(
-        who,
+    child = start_child(
+        method_, who,
         [&] {
           return run_guarded([&] { run_pool_worker(sv[1], options_.initializer, options_.maxtasksperchild); });
+        },
+        [&] {
+          return make_spawn_target(&spawned_pool_worker, std::make_tuple(Descriptor{sv[1]},
+                                                                         crossing_initializer(options_.initializer),
+                                                                         options_.maxtasksperchild));
         },
         {sv[1]});
   } catch (...) {
@@ -257,6 +290,7 @@ int pool_core::start_worker(std::size_t slot) {
   w->pid = child.pid;
   w->pidfd = child.pidfd;
   w->sock = sv[0];
+  w->forked = method_ == StartMethod::fork;
   w->budget = options_.maxtasksperchild ? options_.maxtasksperchild : SIZE_MAX;
   epoll_event ev{EPOLLIN | EPOLLRDHUP, {.u64 = slot}};
   std::lock_guard lk(m_);
@@ -364,6 +398,10 @@ void pool_core::dispatch() {
 
 void pool_core::send_chunk(worker& w, chunk_ref ref) {
   const auto& span = ref.span();
+  if (!w.forked) {
+    define_function(w, reinterpret_cast<const void*>(ref.sub->runner));
+    define_function(w, reinterpret_cast<const void*>(ref.sub->fn));
+  }
   std::size_t size = chunk_header + span.size;
   if (size > 0x7fffffff) {
     put_be32(w.out, 0xffffffffu);
@@ -376,6 +414,15 @@ void pool_core::send_chunk(worker& w, chunk_ref ref) {
   w.inflight.push_back({std::move(ref), Clock::now()});
   --w.budget;
   ++in_flight_;
+}
+
+// Once per function and worker: a worker runs a handful of functions, so the list stays short.
+void pool_core::define_function(worker& w, const void* address) {
+  if (std::find(w.defined.begin(), w.defined.end(), address) != w.defined.end()) return;
+  auto frame = function_definition(address);
+  put_be32(w.out, static_cast<std::uint32_t>(frame.size()));
+  w.out += frame;
+  w.defined.push_back(address);
 }
 
 void pool_core::flush(worker& w) {

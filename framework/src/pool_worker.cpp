@@ -7,10 +7,13 @@
 #include <cerrno>
 #include <cstring>
 #include <typeinfo>
+#include <unordered_map>
+#include <variant>
 
 #include "multiproc/detail/pool_task.hpp"
 #include "multiproc/detail/wire.hpp"
 #include "multiproc/errors.hpp"
+#include "function_id.hpp"
 
 namespace multiproc::detail {
 
@@ -30,8 +33,43 @@ std::string current_exception_type() {
   return type ? demangle(type->name()) : "unknown exception";
 }
 
+// The parent's function addresses as this worker's. A fork shares the parent's addresses; a
+// spawned worker learns each from its definition frame (pool_worker.hpp).
+class function_table {
+public:
+  explicit function_table(bool forked) : forked_(forked) {}
+
+  static bool is_definition(std::string_view frame) {
+    return frame.size() > chunk_header && get_be(frame.data(), 8) == 0;
+  }
+  // A function this process does not hold (another build, an object not loaded) fails the chunks
+  // that name it, not the worker.
+  void define(std::string_view frame) {
+    auto address = get_be(frame.data() + 8, 8);
+    try {
+      local_[address] = locate_function(decode<FunctionId>(frame.substr(chunk_header)));
+    } catch (const std::exception& e) {
+      local_[address] = std::string(e.what());
+    }
+  }
+  template <class Fn>
+  Fn local(const char* field) const {
+    Fn fn;
+    std::memcpy(&fn, field, sizeof fn);
+    if (forked_) return fn;
+    auto it = local_.find(reinterpret_cast<std::uint64_t>(fn));
+    if (it == local_.end()) throw Error("a pool task named a function its worker was not told about");
+    if (auto* error = std::get_if<std::string>(&it->second)) throw Error(*error);
+    return reinterpret_cast<Fn>(std::get<void*>(it->second));
+  }
+
+private:
+  bool forked_;
+  std::unordered_map<std::uint64_t, std::variant<void*, std::string>> local_;
+};
+
 // Runs one chunk frame; leaves out = [frame header space][status][body].
-void run_chunk(std::string_view frame, Buffer& out) {
+void run_chunk(std::string_view frame, const function_table& functions, Buffer& out) {
   out.data.assign(frame_reserve, '\0');
   out.data.push_back(static_cast<char>(chunk_status::ok));
   auto fail = [&](const std::string& type, const std::string& message) {
@@ -41,10 +79,8 @@ void run_chunk(std::string_view frame, Buffer& out) {
   };
   try {
     if (frame.size() <= chunk_header) throw Error("a pool task frame is too short");
-    chunk_runner runner;
-    erased_fn fn;
-    std::memcpy(&runner, frame.data(), sizeof runner);
-    std::memcpy(&fn, frame.data() + 8, sizeof fn);
+    auto runner = functions.local<chunk_runner>(frame.data());
+    auto fn = functions.local<erased_fn>(frame.data() + 8);
     runner(fn, frame.substr(chunk_header), out);
   } catch (const std::exception& e) {
     fail(demangle(typeid(e).name()), e.what());
@@ -110,12 +146,20 @@ std::optional<std::string_view> frame_reader::next() {
   return std::string_view(p + header, size);
 }
 
-void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks) {
+std::string function_definition(const void* address) {
+  std::string frame(8, '\0');
+  auto a = reinterpret_cast<std::uint64_t>(address);
+  for (int shift = 56; shift >= 0; shift -= 8) frame.push_back(static_cast<char>(a >> shift));
+  return frame + encode(identify_function(address));
+}
+
+void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked) {
   // terminate() relies on SIGTERM ending a worker; a handler inherited from the parent must not
   // turn it into something else.
   ::signal(SIGTERM, SIG_DFL);
   if (initializer) initializer();
   frame_reader in;
+  function_table functions(forked);
   Buffer out;
   for (std::size_t done = 0; maxtasks == 0 || done < maxtasks;) {
     auto frame = in.next();
@@ -124,7 +168,11 @@ void run_pool_worker(int fd, const std::function<void()>& initializer, std::size
       if (in.fill(fd) == frame_reader::fill_result::eof) return;
       continue;
     }
-    run_chunk(*frame, out);
+    if (function_table::is_definition(*frame)) {
+      functions.define(*frame);
+      continue;
+    }
+    run_chunk(*frame, functions, out);
     try {
       write_reserved_frame(fd, out.data);
     } catch (const BrokenPipeError&) {

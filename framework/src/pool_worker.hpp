@@ -2,6 +2,10 @@
 // worker runs.
 //
 // Parent -> worker, one frame per chunk: [8 bytes runner][8 bytes fn][MessagePack item array].
+// Both are the parent's addresses. A worker started by spawn or forkserver maps other addresses
+// (ASLR), so before the first chunk that names an address the parent sends it one definition,
+// [8 zero bytes][8 bytes address][MessagePack FunctionId], which gets no answer: the worker
+// locates each function once, not once per chunk.
 // Worker -> parent, one frame per chunk, in order: [status][MessagePack body], status ok with
 // the result array, status error with [type name, message]. A worker answers each chunk before
 // it starts the next, so the first unanswered chunk of a dead worker is the one it was running.
@@ -35,8 +39,12 @@ private:
   std::size_t want_ = 0;  // bytes the incomplete frame at begin_ needs in all
 };
 
+// A definition frame: the FunctionId of the code at a parent's address.
+std::string function_definition(const void* address);
+
 // The body of a worker process: runs initializer, then answers chunks from fd until the parent
-// closes it or maxtasks chunks are done (0: no limit).
-void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks);
+// closes it or maxtasks chunks are done (0: no limit). forked: the worker is a fork of the
+// parent, whose addresses are its own (else it translates them by the definitions).
+void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked = true);
 
 } // namespace multiproc::detail

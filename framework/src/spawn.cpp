@@ -243,6 +243,14 @@ void throw_untransferable_argument(std::size_t position, const std::string& type
                    "handle");
 }
 
+void reduce_function(msgpack::packer<Buffer>& pk, erased_fn fn) {
+  pk.pack(identify_function(reinterpret_cast<const void*>(fn)));
+}
+
+erased_fn rebuild_function(const msgpack::object& o) {
+  return reinterpret_cast<erased_fn>(locate_function(convert<FunctionId>(o)));
+}
+
 ChildWork make_work(const ChildIdentity& who, const SpawnTarget& target, pid_t forker_tid) {
   if (target.fds.size() > max_fds)
     throw ValueError("a child's arguments hold " + std::to_string(target.fds.size()) + " descriptors; at most " +

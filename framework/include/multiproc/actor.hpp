@@ -1,7 +1,7 @@
 // mp::spawn, mp::ActorRef, mp::Behavior — process-hosted actors, in the manner of Erlang's
 // processes (Python's multiprocessing has none; each actor here is a multiproc Process).
 //
-// An actor is a process with a mailbox. spawn() starts it (start method fork) and runs
+// An actor is a process with a mailbox. spawn() starts it (any start method) and runs
 // init(ctx, args...) there; the Behavior init returns holds one handler per message type, and
 // each message goes to the handler whose parameter type is the message's C++ type, one message at
 // a time, with the actor's state kept in whatever init's handlers capture. A message is any
@@ -220,25 +220,67 @@ private:
 
 struct ActorOptions {
   std::string name{};                         // non-empty: registered host-wide under it
-  std::optional<StartMethod> start_method{};  // only fork is supported for actors so far
+  std::optional<StartMethod> start_method{};  // as Process's; nullopt: get_start_method()
 };
 
 namespace detail {
-ActorRef spawn_actor(ActorOptions options, std::function<Behavior(ActorContext&)> init);
+// Where a new actor lives: its name, its socket's address and the listening sockets (its own,
+// and its name's or -1) that its process takes over.
+struct ActorSeat {
+  std::string name;
+  std::string address;
+  int listen_fd = -1;
+  int name_fd = -1;
+};
+template <>
+struct reducer<ActorSeat> {
+  static void reduce(const ActorSeat& seat, msgpack::packer<Buffer>& pk, Reduction& r) {
+    pk.pack_array(4);
+    pk.pack(seat.name);
+    pk.pack(seat.address);
+    reducer<Descriptor>::reduce({seat.listen_fd}, pk, r);
+    reducer<Descriptor>::reduce({seat.name_fd}, pk, r);
+  }
+  static ActorSeat rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw TypeError("a malformed actor seat");
+    const auto* f = o.via.array.ptr;
+    return {convert<std::string>(f[0]), convert<std::string>(f[1]), reducer<Descriptor>::rebuild(f[2], fds).fd,
+            reducer<Descriptor>::rebuild(f[3], fds).fd};
+  }
+};
+// The actor's whole life in its process: init's Behavior serving the seat's sockets.
+void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> init);
+// An actor process's target, under every start method (init and args cross as a Process's do).
+template <class Fn, class... A>
+void run_actor_target(ActorSeat seat, Fn init, A... args) {
+  run_actor(seat, [&](ActorContext& ctx) -> Behavior { return init(ctx, args...); });
 }
+// Takes the actor's seat (its name, ValueError when taken), starts the Process that
+// make_process(options' start method, seat) builds, and keeps it.
+ActorRef spawn_actor(const ActorOptions& options,
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process);
+} // namespace detail
 
 // Starts an actor: init(ctx, args...) runs in the new process and returns its Behavior. With a
-// name: ValueError when an actor of this user holds it already (or it is longer than 80 bytes);
-// ValueError for a start method other than fork. OSError when fork fails. Thread-safe.
+// name: ValueError when an actor of this user holds it already (or it is longer than 80 bytes).
+// Under spawn and forkserver, as for a Process: init is a function pointer or a captureless
+// lambda and args cross as MessagePack or library handles, else ValueError. OSError when the
+// process cannot start. Thread-safe.
 template <class F, class... A>
 ActorRef spawn(ActorOptions options, F init, A... args) {
   static_assert(std::is_invocable_r_v<Behavior, F&, ActorContext&, A&...>,
                 "multiproc::spawn: init must be callable as init(ActorContext&, args...) and return a Behavior");
-  return detail::spawn_actor(std::move(options),
-                             [init = std::move(init), args = std::make_tuple(std::move(args)...)](
-                                 ActorContext& ctx) mutable -> Behavior {
-                               return std::apply([&](auto&... a) -> Behavior { return init(ctx, a...); }, args);
-                             });
+  return detail::spawn_actor(options, [&](std::optional<StartMethod> method, detail::ActorSeat seat) {
+    ProcessOptions process{.name = seat.name, .daemon = false, .start_method = method};
+    if constexpr (detail::plain_function<F>) {
+      return Process(std::move(process), &detail::run_actor_target<detail::fn_ptr_t<F>, A...>, std::move(seat),
+                     +init, args...);
+    } else {
+      if (method.value_or(get_start_method()) != StartMethod::fork)
+        detail::throw_untransferable_target(detail::type_name<F>());
+      return Process(std::move(process), &detail::run_actor_target<F, A...>, std::move(seat), init, args...);
+    }
+  });
 }
 template <class F, class... A>
   requires(!std::same_as<std::decay_t<F>, ActorOptions>)

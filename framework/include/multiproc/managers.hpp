@@ -39,6 +39,7 @@
 #include "multiproc/detail/manager_client.hpp"
 #include "multiproc/detail/manager_registry.hpp"
 #include "multiproc/object.hpp"
+#include "multiproc/process.hpp"
 
 namespace multiproc {
 
@@ -387,10 +388,19 @@ private:
 //   client.connect();
 //   auto jobs = client.proxy<mp::QueueProxy<Job>>("get_job_queue");
 //   int n = client.proxy("Counter").call<int>("add", 5);    // an AutoProxy
+// How a manager's server process starts: start_method as Process's (nullopt: get_start_method()
+// when the server starts). Under spawn and forkserver a BaseManager can serve built-in typeids
+// only: a registered class (its factory and methods) cannot reach a fresh process (ValueError
+// from start()).
+struct ManagerOptions {
+  std::optional<StartMethod> start_method{};
+};
+
 class BaseManager {
 public:
   // address: a Unix socket path or "host:port"; authkey: the shared secret of every connection.
   BaseManager(std::string address, std::string authkey);
+  BaseManager(std::string address, std::string authkey, ManagerOptions options);
   virtual ~BaseManager();  // shuts down a server this manager started
   BaseManager(BaseManager&&) noexcept;
   BaseManager& operator=(BaseManager&&) noexcept;
@@ -412,7 +422,9 @@ public:
     return ClassRegistration<T>(cls);
   }
 
-  void start();               // the server in a child process; ProcessError if already started
+  // The server in a child process; ProcessError if already started; ValueError (spawn,
+  // forkserver) when a registered class cannot cross.
+  void start();
   ManagerServer get_server(); // the server for this process to run (serve_forever)
   void connect();             // checks the server answers; AuthenticationError on a wrong key
   // Stops a server started with start() (asking it, then SIGTERM, then SIGKILL, 2 s apart) and
@@ -448,6 +460,7 @@ private:
 class Manager : public BaseManager {
 public:
   Manager();
+  explicit Manager(ManagerOptions options);
   ~Manager() override;
   Manager(Manager&&) noexcept = default;
   Manager& operator=(Manager&&) noexcept = default;

@@ -1,9 +1,10 @@
-// mp::Pool — Python's multiprocessing.Pool: a supervisor that runs tasks in forked worker
-// processes ("ForkPoolWorker-N") and restarts the ones that die.
+// mp::Pool — Python's multiprocessing.Pool: a supervisor that runs tasks in worker processes
+// ("ForkPoolWorker-N"; "SpawnPoolWorker-N", "ForkServerPoolWorker-N" under those start methods,
+// PoolOptions::start_method else get_start_method()) and restarts the ones that die.
 //
 // A task is a function or captureless lambda plus arguments; it crosses to the worker by the
-// function's address (workers are forked, so the address is valid there) and MessagePack-packed
-// arguments, converted to the function's parameter types in the caller, and its result or
+// function's address (valid in a forked worker; a spawn or forkserver worker is told each
+// function's identity once, its offset in its ELF object) and MessagePack-packed arguments, converted to the function's parameter types in the caller, and its result or
 // exception comes back the same way. A call the function cannot take (another function kind,
 // another number of arguments, an argument that does not convert) does not compile: one
 // static_assert, the compiler's first error, says what to do (detail/pool_task.hpp).
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "multiproc/detail/pool_task.hpp"
+#include "multiproc/process.hpp"
 
 namespace multiproc {
 
@@ -47,6 +49,7 @@ struct PoolOptions {
   std::size_t maxtasksperchild = 0;         // 0: workers live as long as the pool
   unsigned max_restarts = 10;               // supervision: more crashes than this within
   std::chrono::seconds restart_window{60};  //   restart_window breaks the pool (BrokenPool)
+  std::optional<StartMethod> start_method{};  // how workers start; nullopt: get_start_method()
 };
 
 // Python's args=(...) of apply_async, for the overload that takes callbacks.

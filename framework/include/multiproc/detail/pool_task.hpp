@@ -1,7 +1,8 @@
 // What pool.hpp's templates need to turn a call into tasks and results back into values.
 //
-// A task crosses to a worker by identity: workers are forked, so the user's function pointer and
-// a type-erased runner (an instantiation of run_each/run_star below) are valid addresses there.
+// A task crosses to a worker by identity: the user's function pointer and a type-erased runner
+// (an instantiation of run_each/run_star below), valid addresses in a forked worker and
+// translated once per function in a spawn or forkserver one (framework/src/pool_worker.hpp).
 // A chunk travels as [runner][fn][MessagePack array of argument items]; the worker answers with a
 // status byte and either the MessagePack array of results or [type name, message].
 // In the parent, a job receives its chunks' results (under the pool's lock, on whichever thread

@@ -78,6 +78,37 @@ struct reducer<std::chrono::duration<Rep, Period>> {
   }
 };
 
+// A function pointer crosses by its identity, as a target does: the offset in its ELF object,
+// checked against the object's build-id (framework/src/function_id.hpp). nullptr crosses too.
+void reduce_function(msgpack::packer<Buffer>& pk, erased_fn fn);
+erased_fn rebuild_function(const msgpack::object& o);
+template <class R, class... P>
+struct reducer<R (*)(P...)> {
+  static void reduce(R (*fn)(P...), msgpack::packer<Buffer>& pk, Reduction&) {
+    reduce_function(pk, reinterpret_cast<erased_fn>(fn));
+  }
+  static auto rebuild(const msgpack::object& o, ReceivedFds&) { return reinterpret_cast<R (*)(P...)>(rebuild_function(o)); }
+};
+
+// A descriptor the child receives as its own (the sender keeps and closes its copy); -1 crosses
+// as "none".
+struct Descriptor {
+  int fd = -1;
+};
+template <>
+struct reducer<Descriptor> {
+  static void reduce(const Descriptor& d, msgpack::packer<Buffer>& pk, Reduction& r) {
+    if (d.fd < 0)
+      pk.pack_nil();
+    else
+      pk.pack(r.add_fd(d.fd));
+  }
+  static Descriptor rebuild(const msgpack::object& o, ReceivedFds& fds) {
+    if (o.type == msgpack::type::NIL) return {};
+    return {fds.take(convert<std::size_t>(o))};
+  }
+};
+
 template <class T>
 constexpr bool transferable = reducible<T> || packable<T>;
 
