@@ -6,6 +6,9 @@ constexpr multiproc::actors::plugin_table table{
     multiproc::actors::plugin_abi,
     multiproc::actors::make_pool_supervisor,
     multiproc::detail::manager::serve,
+    multiproc::actors::make_node_agent,
+    multiproc::actors::run_node_proxy,
+    multiproc::actors::node_cpu_count,
 };
 
 } // namespace

@@ -14,19 +14,23 @@
 #include <string>
 
 #include "actors/manager_server.hpp"
+#include "actors/node_agent.hpp"
 #include "actors/pool_supervisor.hpp"
 
 namespace multiproc::actors {
 
 // Changes whenever the table or a type it passes changes shape: a plugin from another build is
 // refused instead of being called with the wrong layout.
-inline constexpr std::uint32_t plugin_abi = 1;
+inline constexpr std::uint32_t plugin_abi = 2;
 
 struct plugin_table {
   std::uint32_t abi;
   std::unique_ptr<pool_supervisor> (*make_pool_supervisor)(pool_control& pool, restart_intensity intensity);
   void (*serve_manager)(const detail::manager::ServerConfig& config,
                         const std::function<void(const std::string&)>& ready);
+  std::unique_ptr<node_agent> (*make_node_agent)();
+  int (*run_node_proxy)(int sock, const std::string& address, const std::string& authkey);
+  unsigned (*node_cpu_count)(const std::string& address, const std::string& authkey);
 };
 
 } // namespace multiproc::actors
