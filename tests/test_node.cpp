@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "ipc_test_support.hpp"
+#include "two_hosts.hpp"
 
 using namespace multiproc_test;
 
@@ -59,10 +61,17 @@ MULTIPROC_EXPORT(hang_on_node);
 
 int not_exported(int x) { return x; }
 
-void serve_in_child(std::string key, std::string fifo, mp::Connection report) {
+void serve_at(const std::string& address, const std::string& fifo, mp::Connection& report) {
   ::setenv(node_env, "1", 1);
   if (!fifo.empty()) ::setenv(fifo_env, fifo.c_str(), 1);
-  mp::serve_node("127.0.0.1:0", key, [&](const std::string& bound) { report.send(bound); });
+  mp::serve_node(address, good_key, [&](const std::string& bound) { report.send(bound); });
+}
+
+void serve_in_child(std::string fifo, mp::Connection report) { serve_at("127.0.0.1:0", fifo, report); }
+
+void serve_on_host(std::string netns, std::string fifo, mp::Connection report) {
+  enter_netns(netns);
+  serve_at("10.213.0.2:0", fifo, report);
 }
 
 // A node process on loopback, killed and reaped at the end of the test.
@@ -70,7 +79,7 @@ class Node {
 public:
   explicit Node(std::string fifo = "") {
     auto [r, w] = mp::Pipe(false);
-    process_ = mp::Process(serve_in_child, good_key, std::move(fifo), w);
+    process_ = mp::Process(serve_in_child, std::move(fifo), w);
     process_.start();
     w.close();
     REQUIRE(r.poll(patience));
@@ -86,16 +95,17 @@ public:
   const std::string& address() const { return address_; }
   int pid() const { return static_cast<int>(process_.pid().value_or(-1)); }
   bool alive() { return process_.is_alive(); }
+  void freeze() { ::kill(pid(), SIGSTOP); }
 
 private:
   mp::Process process_;
   std::string address_;
 };
 
-mp::PoolOptions node_pool(const Node& node, unsigned local, unsigned per_node) {
+mp::PoolOptions node_pool(const std::string& address, unsigned local, unsigned per_node) {
   mp::PoolOptions options;
   options.processes = local;
-  options.nodes = {node.address()};
+  options.nodes = {address};
   options.authkey = good_key;
   options.processes_per_node = per_node;
   return options;
@@ -173,7 +183,7 @@ TEST_CASE("node: MULTIPROC_EXPORT registers a function by its name and by its ad
 
 TEST_CASE("node: Pool.map and apply_async run exported functions on the node's workers", "[node]") {
   Node node;
-  mp::Pool pool(node_pool(node, 0, 2));
+  mp::Pool pool(node_pool(node.address(), 0, 2));
   CHECK(pool.map(square, range(100)) == squares(100));
   CHECK(pool.apply_async(add, 20, 22).get(patience) == 42);
   auto parents = pool.map(worker_parent, range(20), 1);
@@ -184,7 +194,7 @@ TEST_CASE("node: Pool.map and apply_async run exported functions on the node's w
 
 TEST_CASE("node: a Pool spreads chunks over its local workers and the node's", "[node]") {
   Node node;
-  mp::Pool pool(node_pool(node, 1, 1));
+  mp::Pool pool(node_pool(node.address(), 1, 1));
   auto parents = pool.map(node_or_slow_local, range(400), 1);
   auto on_node = std::count(parents.begin(), parents.end(), node.pid());
   auto here = std::count(parents.begin(), parents.end(), static_cast<int>(::getpid()));
@@ -196,7 +206,7 @@ TEST_CASE("node: a Pool spreads chunks over its local workers and the node's", "
 TEST_CASE("node: an unexported function submitted to a Pool with nodes is ValueError naming MULTIPROC_EXPORT",
           "[node]") {
   Node node;
-  mp::Pool pool(node_pool(node, 1, 1));
+  mp::Pool pool(node_pool(node.address(), 1, 1));
   CHECK_THROWS_WITH(pool.map(not_exported, range(3)), Catch::Contains("MULTIPROC_EXPORT"));
   CHECK_THROWS_AS(pool.apply_async(not_exported, 1), mp::ValueError);
   CHECK(pool.map(square, range(10)) == squares(10));  // nothing was lost
@@ -204,17 +214,17 @@ TEST_CASE("node: an unexported function submitted to a Pool with nodes is ValueE
 
 TEST_CASE("node: a wrong authkey is AuthenticationError and the node keeps serving", "[node]") {
   Node node;
-  auto options = node_pool(node, 0, 1);
+  auto options = node_pool(node.address(), 0, 1);
   options.authkey = "not the key";
   CHECK_THROWS_AS(mp::Pool(options), mp::AuthenticationError);
   CHECK(node.alive());
-  mp::Pool pool(node_pool(node, 0, 1));
+  mp::Pool pool(node_pool(node.address(), 0, 1));
   CHECK(pool.map(square, range(10)) == squares(10));
 }
 
 TEST_CASE("node: a Pool with nodes and no authkey is ValueError", "[node]") {
   Node node;
-  auto options = node_pool(node, 1, 1);
+  auto options = node_pool(node.address(), 1, 1);
   options.authkey.clear();
   CHECK_THROWS_AS(mp::Pool(options), mp::ValueError);
 }
@@ -225,7 +235,7 @@ TEST_CASE("node: garbage and silence on the node's port never crash it", "[node]
     mp::connection::Client raw(node.address());  // no authkey: no handshake from this side
     if (*junk) raw.send_bytes(junk);
   }
-  mp::Pool pool(node_pool(node, 0, 1));
+  mp::Pool pool(node_pool(node.address(), 0, 1));
   CHECK(pool.map(square, range(10)) == squares(10));
   CHECK(node.alive());
 }
@@ -234,7 +244,7 @@ TEST_CASE("node: a node killed mid-map costs only the task it held (WorkerLost);
           "[node]") {
   Fifo fifo;
   Node node(fifo.path());
-  mp::Pool pool(node_pool(node, 1, 1));
+  mp::Pool pool(node_pool(node.address(), 1, 1));
   auto result = pool.map_async(hang_on_node, range(400), 1);
   REQUIRE(fifo.wait_written());  // a chunk is running on the node
   node.kill();
@@ -245,7 +255,7 @@ TEST_CASE("node: a node killed mid-map costs only the task it held (WorkerLost);
 TEST_CASE("node: with task_retries the chunk a killed node held runs again elsewhere", "[node]") {
   Fifo fifo;
   Node node(fifo.path());
-  auto options = node_pool(node, 1, 1);
+  auto options = node_pool(node.address(), 1, 1);
   options.task_retries = 1;
   mp::Pool pool(options);
   auto result = pool.map_async(hang_on_node, range(400), 1);
@@ -260,7 +270,7 @@ TEST_CASE("node: nothing listens and no worker is left after the node and the po
     Node node;
     address = node.address();
     {
-      mp::Pool pool(node_pool(node, 0, 2));
+      mp::Pool pool(node_pool(node.address(), 0, 2));
       CHECK(pool.map(square, range(10)) == squares(10));
       pool.close();
       pool.join();
@@ -271,4 +281,102 @@ TEST_CASE("node: nothing listens and no worker is left after the node and the po
   if (listening(address)) std::system(("ss -ltnp | grep " + address.substr(address.rfind(':'))).c_str());
   CHECK_FALSE(listening(address));
   CHECK(mp::active_children().empty());
+}
+
+TEST_CASE("node: a node that stops answering (SIGSTOP) is dropped by the heartbeat: WorkerLost within 5 s",
+          "[node]") {
+  Fifo fifo;
+  Node node(fifo.path());
+  mp::Pool pool(node_pool(node.address(), 0, 1));
+  auto result = pool.apply_async(hang_on_node, 1);
+  REQUIRE(fifo.wait_written());
+  node.freeze();
+  auto frozen_at = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(result.get(patience), mp::WorkerLost);
+  auto took = std::chrono::steady_clock::now() - frozen_at;
+  INFO("dropped after " << std::chrono::duration<double>(took).count() << " s");
+  // The heartbeat's bound is 5 s (1 s beats, 4 s timeout); 2 s of slack for a loaded machine.
+  CHECK(took < std::chrono::seconds(7));
+}
+
+namespace {
+
+// In network namespace a: a pool with one local worker and two on the node at address; reports
+// how many of `tasks` ran on the node (node_pid) and whether the rest ran here.
+void map_from_host(std::string netns, std::string address, int node_pid, int tasks, mp::Connection report) {
+  enter_netns(netns);
+  mp::Pool pool(node_pool(address, 1, 2));
+  auto parents = pool.map(node_or_slow_local, range(tasks), 1);
+  auto on_node = std::count(parents.begin(), parents.end(), node_pid);
+  auto here = std::count(parents.begin(), parents.end(), static_cast<int>(::getpid()));
+  report.send(std::vector<long>{on_node, here});
+}
+
+// In network namespace a: a task whose node (address) is cut off from this host under it;
+// reports whether it failed with WorkerLost.
+void lose_node_from_host(std::string netns, std::string address, mp::Connection report) {
+  enter_netns(netns);
+  mp::Pool pool(node_pool(address, 0, 1));
+  auto result = pool.apply_async(hang_on_node, 1);
+  std::string outcome = "finished";
+  try {
+    result.get(patience);
+  } catch (const mp::WorkerLost&) {
+    outcome = "WorkerLost";
+  } catch (const std::exception& e) {
+    outcome = e.what();
+  }
+  report.send(outcome);
+}
+
+} // namespace
+
+TEST_CASE("node: a Pool on one host runs tasks on a node on another (network namespaces)", "[node][netns]") {
+  if (!can_make_hosts()) {
+    WARN("skipped: creating network namespaces needs root and iproute2");
+    return;
+  }
+  TwoHosts hosts;
+  REQUIRE(hosts.ok());
+  auto [node_r, node_w] = mp::Pipe(false);
+  Team team;
+  auto node_pid = static_cast<int>(team.start(serve_on_host, hosts.b(), std::string(), node_w).pid().value_or(-1));
+  REQUIRE(node_r.poll(patience));
+  auto address = node_r.recv<std::string>();
+  CHECK(address.starts_with("10.213.0.2:"));
+  auto [r, w] = mp::Pipe(false);
+  team.start(map_from_host, hosts.a(), address, node_pid, 400, w);
+  REQUIRE(r.poll(patience));
+  auto counts = r.recv<std::vector<long>>();
+  CHECK(counts.at(0) > 0);
+  CHECK(counts.at(1) > 0);
+  CHECK(counts.at(0) + counts.at(1) == 400);
+  join_or_kill(team[1]);
+  CHECK(team[1].exitcode() == 0);
+}
+
+TEST_CASE("node: a node cut off from the pool's host costs the task it held (WorkerLost within 5 s)",
+          "[node][netns]") {
+  if (!can_make_hosts()) {
+    WARN("skipped: creating network namespaces needs root and iproute2");
+    return;
+  }
+  TwoHosts hosts;
+  REQUIRE(hosts.ok());
+  Fifo fifo;
+  auto [node_r, node_w] = mp::Pipe(false);
+  Team team;
+  team.start(serve_on_host, hosts.b(), fifo.path(), node_w);
+  REQUIRE(node_r.poll(patience));
+  auto address = node_r.recv<std::string>();
+  auto [r, w] = mp::Pipe(false);
+  team.start(lose_node_from_host, hosts.a(), address, w);
+  REQUIRE(fifo.wait_written());
+  REQUIRE(hosts.cut());
+  auto cut_at = std::chrono::steady_clock::now();
+  REQUIRE(r.poll(patience));
+  auto took = std::chrono::steady_clock::now() - cut_at;
+  CHECK(r.recv<std::string>() == "WorkerLost");
+  INFO("dropped after " << std::chrono::duration<double>(took).count() << " s");
+  CHECK(took < std::chrono::seconds(7));
 }
