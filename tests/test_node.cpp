@@ -61,6 +61,10 @@ MULTIPROC_EXPORT(hang_on_node);
 
 int not_exported(int x) { return x; }
 
+// The name and signature node_helper (tests/programs) exports; this one never runs.
+int cube(int x) { return -x; }
+MULTIPROC_EXPORT(cube);
+
 void serve_at(const std::string& address, const std::string& fifo, mp::Connection& report) {
   ::setenv(node_env, "1", 1);
   if (!fifo.empty()) ::setenv(fifo_env, fifo.c_str(), 1);
@@ -379,4 +383,44 @@ TEST_CASE("node: a node cut off from the pool's host costs the task it held (Wor
   CHECK(r.recv<std::string>() == "WorkerLost");
   INFO("dropped after " << std::chrono::duration<double>(took).count() << " s");
   CHECK(took < std::chrono::seconds(7));
+}
+
+namespace {
+
+// A port nothing listens on right now (the kernel's pick for a socket we close again).
+std::string free_loopback_address() {
+  mp::connection::Listener probe("127.0.0.1:0");
+  return probe.address();
+}
+
+void exec_node_helper(std::string address) {
+  ::setenv("MULTIPROC_AUTHKEY", good_key.c_str(), 1);
+  std::string program = MULTIPROC_TEST_PROGRAMS_DIR "/node_helper";
+  ::execl(program.c_str(), program.c_str(), "--multiproc-node", address.c_str(), static_cast<char*>(nullptr));
+  std::_Exit(127);
+}
+
+} // namespace
+
+TEST_CASE("node: any program that calls mp::init serves with --multiproc-node, its key from the environment",
+          "[node]") {
+  auto address = free_loopback_address();
+  mp::Process node(exec_node_helper, address);
+  node.start();
+  // The node's own build runs the task: node_helper's cube, not this program's.
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  std::optional<mp::Pool> pool;
+  while (!pool) {
+    try {
+      pool.emplace(node_pool(address, 0, 1));
+    } catch (const mp::OSError&) {
+      REQUIRE(node.is_alive());
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling for the port to open
+    }
+  }
+  CHECK(pool->map(cube, range(4)) == std::vector<int>{0, 1, 8, 27});
+  pool.reset();
+  node.kill();
+  node.join();
 }
