@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "ipc_test_support.hpp"
+#include "programs/proc_children.hpp"
 #include "two_hosts.hpp"
 
 using namespace multiproc_test;
@@ -383,6 +384,22 @@ TEST_CASE("node: a node cut off from the pool's host costs the task it held (Wor
   CHECK(r.recv<std::string>() == "WorkerLost");
   INFO("dropped after " << std::chrono::duration<double>(took).count() << " s");
   CHECK(took < std::chrono::seconds(7));
+}
+
+TEST_CASE("node: a Pool's workers on a node end when the pool is terminated", "[node]") {
+  Node node;
+  {
+    mp::Pool pool(node_pool(node.address(), 0, 2));
+    CHECK(pool.map(square, range(10)) == squares(10));
+    CHECK(children_of(node.pid()).size() == 2);
+    pool.terminate();
+  }
+  // The node learns of it from the closed connections; nothing to wait on but /proc.
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (!children_of(node.pid()).empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(children_of(node.pid()).empty());
+  CHECK(node.alive());
 }
 
 namespace {
