@@ -199,9 +199,11 @@ caf::actor open_session(caf::event_based_actor* self, const caf::actor& peer) {
   return self->home_system().middleman().spawn_broker(session, sv[0], child, peer);
 }
 
-caf::behavior agent(caf::event_based_actor* self) {
+// (cpus is an argument rather than asked at each info_atom also because CAF 0.17.6 binds a
+// reference to a null pointer when spawning a function actor without arguments: UBSan aborts.)
+caf::behavior agent(caf::event_based_actor* self, std::uint32_t cpus) {
   return {
-      [](info_atom) { return static_cast<std::uint32_t>(cpu_count()); },
+      [cpus](info_atom) { return cpus; },
       [=](open_atom, const caf::actor& peer) -> caf::result<caf::actor> {
         try {
           return open_session(self, peer);
@@ -226,7 +228,7 @@ public:
 
 private:
   std::shared_ptr<caf::actor_system> sys_ = acquire_system();
-  caf::actor agent_ = sys_->spawn(agent);
+  caf::actor agent_ = sys_->spawn(agent, static_cast<std::uint32_t>(cpu_count()));
 };
 
 // ---- pool side: a proxy relays a worker slot of the pool to a session on the node ----------
