@@ -7,6 +7,9 @@ constexpr multiproc::actors::plugin_table table{
     multiproc::actors::make_pool_supervisor,
     multiproc::detail::manager::serve,
     multiproc::actors::make_supervisor,
+    multiproc::actors::make_node_agent,
+    multiproc::actors::run_node_proxy,
+    multiproc::actors::node_cpu_count,
 };
 
 } // namespace

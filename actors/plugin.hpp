@@ -14,6 +14,7 @@
 #include <string>
 
 #include "actors/manager_server.hpp"
+#include "actors/node_agent.hpp"
 #include "actors/pool_supervisor.hpp"
 #include "actors/supervisor.hpp"
 
@@ -30,6 +31,9 @@ struct plugin_table {
                         const std::function<void(const std::string&)>& ready);
   std::unique_ptr<supervisor_handle> (*make_supervisor)(SupervisorOptions options, std::vector<ChildSpec> children,
                                                         std::function<void()> gave_up);
+  std::unique_ptr<node_agent> (*make_node_agent)();
+  int (*run_node_proxy)(int sock, const std::string& address, const std::string& authkey);
+  unsigned (*node_cpu_count)(const std::string& address, const std::string& authkey);
 };
 
 } // namespace multiproc::actors

@@ -78,6 +78,10 @@ caf::actor_system_config make_config() {
   cfg.set("scheduler.max-threads", std::size_t{2});
   cfg.load<caf::io::middleman>();
   cfg.set("middleman.workers", std::size_t{0});
+  // Off by default in 0.17.6: a frozen or cut-off peer over BASP (nodes) would never be
+  // noticed. A peer silent for the timeout is dropped, its actors reported down.
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
+  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(4)});
   return cfg;
 }
 

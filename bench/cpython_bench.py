@@ -308,6 +308,56 @@ def supervisor_restart(n):
                 raise RuntimeError("apply returned a wrong result")
             total += time.perf_counter() - start
     return total / n * 1e6
+def job_queue_worker(address, authkey):
+    from multiprocessing.managers import BaseManager
+
+    class Client(BaseManager):
+        pass
+    Client.register("jobs")
+    Client.register("results")
+    manager = Client(address=address, authkey=authkey)
+    manager.connect()
+    jobs, results = manager.jobs(), manager.results()
+    while True:
+        x = jobs.get()
+        if x is None:
+            return
+        results.put(square(x))
+
+
+def node_pool_map(n):
+    """Tasks/s of the seed's BaseManager job queue: n squares through a served job queue, done by
+    two worker processes that connect over TCP (loopback), one job per item as the seed does."""
+    import queue
+    from multiprocessing.managers import BaseManager
+    jobs_q, results_q = queue.Queue(), queue.Queue()
+
+    class Server(BaseManager):
+        pass
+    Server.register("jobs", callable=lambda: jobs_q)
+    Server.register("results", callable=lambda: results_q)
+    authkey = b"bench node key"
+    manager = Server(address=("127.0.0.1", 0), authkey=authkey)
+    manager.start()
+    try:
+        jobs, results = manager.jobs(), manager.results()
+        workers = [mp.Process(target=job_queue_worker, args=(manager.address, authkey)) for _ in range(2)]
+        for w in workers:
+            w.start()
+        start = time.perf_counter()
+        for x in range(n):
+            jobs.put(x)
+        total = sum(results.get() for _ in range(n))
+        elapsed = time.perf_counter() - start
+        for _ in workers:
+            jobs.put(None)
+        for w in workers:
+            w.join()
+        if total != sum(square(x) for x in range(n)):
+            raise RuntimeError("the job queue returned wrong results")
+        return n / elapsed
+    finally:
+        manager.shutdown()
 
 
 MEASURES = {
@@ -316,7 +366,7 @@ MEASURES = {
               process_start_join_forkserver, process_start_join_spawn,
               pool_map_trivial, pool_map_chunksize1, pool_apply_async_roundtrip, manager_dict_op,
               lock_uncontended, value_locked_increment_2proc, pool_cpu_scaling, worker_rss_kib,
-              supervisor_restart)
+              supervisor_restart, node_pool_map)
 }
 
 

@@ -15,5 +15,6 @@ std::span<const Measure> synchronize_measures();
 std::span<const Measure> pool_measures();
 std::span<const Measure> manager_measures();
 std::span<const Measure> actor_measures();
+std::span<const Measure> node_measures();
 
 } // namespace bench

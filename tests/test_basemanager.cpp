@@ -11,6 +11,7 @@
 
 #include "../examples/job_queue.hpp"
 #include "ipc_test_support.hpp"
+#include "two_hosts.hpp"
 #include "multiproc/detail/errc.hpp"
 
 using namespace multiproc_test;
@@ -49,47 +50,6 @@ void serve_in_child(std::string address, std::string authkey, mp::Connection rep
 }
 
 void run_worker(std::string address) { job_queue::worker(address, "jobs"); }
-
-// ---- two hosts: network namespaces joined by a veth pair ----------------------------------------
-
-bool run_quietly(const std::string& command) {
-  return std::system(("timeout 10 " + command + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-// Two network namespaces, 10.213.0.1/24 and 10.213.0.2/24, joined only to each other. Names are
-// unique per test process; the destructor removes both (which removes the veth pair).
-class TwoHosts {
-public:
-  TwoHosts() : a_("mpA" + std::to_string(::getpid())), b_("mpB" + std::to_string(::getpid())) {
-    std::string va = "va" + std::to_string(::getpid()), vb = "vb" + std::to_string(::getpid());
-    ok_ = run_quietly("ip netns add " + a_) && run_quietly("ip netns add " + b_) &&
-          run_quietly("ip link add " + va + " type veth peer name " + vb) &&
-          run_quietly("ip link set " + va + " netns " + a_) && run_quietly("ip link set " + vb + " netns " + b_) &&
-          run_quietly("ip -n " + a_ + " addr add 10.213.0.1/24 dev " + va) &&
-          run_quietly("ip -n " + b_ + " addr add 10.213.0.2/24 dev " + vb) &&
-          run_quietly("ip -n " + a_ + " link set " + va + " up") && run_quietly("ip -n " + b_ + " link set " + vb + " up") &&
-          run_quietly("ip -n " + a_ + " link set lo up") && run_quietly("ip -n " + b_ + " link set lo up");
-  }
-  ~TwoHosts() {
-    run_quietly("ip netns del " + a_);
-    run_quietly("ip netns del " + b_);
-  }
-  TwoHosts(const TwoHosts&) = delete;
-  TwoHosts& operator=(const TwoHosts&) = delete;
-  bool ok() const { return ok_; }
-  const std::string& a() const { return a_; }
-  const std::string& b() const { return b_; }
-
-private:
-  std::string a_, b_;
-  bool ok_ = false;
-};
-
-void enter_netns(const std::string& name) {
-  int fd = ::open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) throw std::runtime_error("cannot enter network namespace " + name);
-  ::close(fd);
-}
 
 void master_on_host(std::string netns, mp::Connection ready) {
   enter_netns(netns);

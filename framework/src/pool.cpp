@@ -22,6 +22,7 @@
 #include "actors_plugin.hpp"
 #include "launch.hpp"
 #include "log.hpp"
+#include "node.hpp"
 #include "multiproc/detail/errc.hpp"
 #include "pool_worker.hpp"
 
@@ -61,8 +62,11 @@ void close_internal(int& fd) {
   fd = -1;
 }
 
-std::string describe_exit(pid_t pid, int code) {
-  std::string who = "a pool worker (pid " + std::to_string(pid) + ")";
+std::string describe_exit(pid_t pid, int code, const std::string& node) {
+  if (!node.empty() && code == actors::node_lost_exit)
+    return "the pool's worker on node " + node + " was lost (node down or cut off) while running the task";
+  std::string who = node.empty() ? "a pool worker (pid " + std::to_string(pid) + ")"
+                                 : "the proxy (pid " + std::to_string(pid) + ") of a worker on node " + node;
   if (code < 0) return who + " was killed by signal " + std::to_string(-code) + " while running the task";
   return who + " exited with code " + std::to_string(code) + " while running the task";
 }
@@ -70,6 +74,7 @@ std::string describe_exit(pid_t pid, int code) {
 struct chunk_ref {
   std::shared_ptr<submission> sub;
   std::size_t index;
+  unsigned retries = 0;  // times it was re-run after its worker died
   const submission::chunk& span() const { return sub->chunks[index]; }
   job& owner() const { return *sub->owner; }
 };
@@ -90,6 +95,8 @@ struct worker {
   std::size_t out_sent = 0;
   bool want_write = false;
   bool eof = false;
+  std::string node;    // "host:port" of a node for a remote worker (its proxy runs here); "" locally
+  bool ready = true;   // a remote worker is ready once its proxy reached the node
   frame_reader in;
   double service_us = 0;  // moving average of the time per chunk; 0 until measured
   Clock::time_point last_answer{};
@@ -98,7 +105,7 @@ struct worker {
     if (service_us <= 0) return 1;
     return std::clamp<std::size_t>(static_cast<std::size_t>(window_target_us / service_us), 1, max_window);
   }
-  bool can_take() const { return !eof && budget > 0 && inflight.size() < window(); }
+  bool can_take() const { return ready && !eof && budget > 0 && inflight.size() < window(); }
 };
 
 // CPython's names: the start method's name + "PoolWorker-N".
@@ -139,6 +146,7 @@ public:
   void join();
   std::vector<pid_t> pids() const;
   bool owned_here() const { return owner_ == ::getpid(); }
+  std::size_t size() const { return slot_nodes_.size(); }
   void check_owner() const {
     if (!owned_here()) throw ValueError("this Pool belongs to another process (pid " + std::to_string(owner_) + ")");
   }
@@ -169,6 +177,7 @@ private:
   void fail_everything(errc code, const std::string& message);
   void remove_worker(std::size_t slot);
   bool wants_workers() const;
+  int run_node_proxy(int sock, const std::string& node);
   void stop_result_thread();
   void wake_result_thread();
 
@@ -181,6 +190,7 @@ private:
   std::string broken_;  // why the pool broke; empty while it is not broken
   std::deque<chunk_ref> pending_;
   std::vector<std::unique_ptr<worker>> workers_;  // by slot; null while a slot is empty
+  std::vector<std::string> slot_nodes_;            // by slot: the node of a remote one, "" locally
   std::size_t unfinished_ = 0;                    // jobs submitted and not completed
   std::atomic<std::size_t> in_flight_{0};
   std::vector<std::shared_ptr<job>> callbacks_;  // finished jobs whose callbacks are due
@@ -197,7 +207,10 @@ void poll_results(pool_core& core) { core.poll(); }
 
 pool_core::pool_core(PoolOptions options)
     : options_(std::move(options)), method_(options_.start_method.value_or(get_start_method())) {
-  if (options_.processes == 0) throw ValueError("Number of processes must be at least 1");
+  slot_nodes_.assign(options_.processes, std::string());
+  auto remote = node_slots(options_);
+  slot_nodes_.insert(slot_nodes_.end(), remote.begin(), remote.end());
+  if (slot_nodes_.empty()) throw ValueError("Number of processes must be at least 1");
   epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_ < 0) throw_errno("epoll_create1 failed");
   register_internal_fd(epoll_);
@@ -209,7 +222,7 @@ pool_core::pool_core(PoolOptions options)
   register_internal_fd(wake_);
   epoll_event ev{EPOLLIN, {.u64 = wake_key}};
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
-  workers_.resize(options_.processes);
+  workers_.resize(slot_nodes_.size());
 }
 
 pool_core::~pool_core() {
@@ -238,6 +251,11 @@ void pool_core::start() {
 
 // ---- workers ------------------------------------------------------------------------------
 
+// The body of a remote worker's slot: its proxy, which relays the slot to a worker on the node.
+int pool_core::run_node_proxy(int sock, const std::string& node) {
+  return actors_plugin().run_node_proxy(sock, node, options_.authkey);
+}
+
 bool pool_core::wants_workers() const {
   if (!broken_.empty()) return false;
   return state_ == state::running || (state_ == state::closed && unfinished_ > 0);
@@ -256,9 +274,12 @@ int pool_core::start_worker(std::size_t slot) {
   ChildIdentity who{worker_name(method_, identity.back()), true, identity};
   Forked child;
   try {
+    const auto& node = slot_nodes_[slot];
+    // A node slot's process is a CAF relay to the node, not a worker: it is always forked.
     child = start_child(
-        method_, who,
+        node.empty() ? method_ : StartMethod::fork, who,
         [&] {
+          if (!node.empty()) return run_guarded([&] { throw SystemExit{run_node_proxy(sv[1], node)}; });
           return run_guarded([&] { run_pool_worker(sv[1], options_.initializer, options_.maxtasksperchild); });
         },
         [&] {
@@ -292,6 +313,8 @@ int pool_core::start_worker(std::size_t slot) {
   w->sock = sv[0];
   w->forked = method_ == StartMethod::fork;
   w->budget = options_.maxtasksperchild ? options_.maxtasksperchild : SIZE_MAX;
+  w->node = slot_nodes_[slot];
+  w->ready = w->node.empty();
   epoll_event ev{EPOLLIN | EPOLLRDHUP, {.u64 = slot}};
   std::lock_guard lk(m_);
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, w->sock, &ev);
@@ -314,10 +337,19 @@ bool pool_core::settle_exit(std::size_t slot) {
   bool lost = !w.inflight.empty();
   if (lost) {
     // Answers come in order and a worker answers a chunk before starting the next, so the
-    // first unanswered chunk is the one it died in; the others never started: run them again.
-    fail_chunk(w.inflight.front(), error_ptr(errc::worker_lost, describe_exit(w.pid, code), std::to_string(code)));
-    for (auto it = w.inflight.rbegin(); it != w.inflight.rend() - 1; ++it) add_pending(*it, queue_end::front);
+    // first unanswered chunk is the one it died in (re-run while it has retries left, else it
+    // fails); the others never started: run them again.
     in_flight_ -= w.inflight.size();
+    auto& died_in = w.inflight.front();
+    if (died_in.retries < options_.task_retries) {
+      ++died_in.retries;
+      log(LogLevel::info, "re-running a chunk after {} (retry {} of {})", describe_exit(w.pid, code, w.node),
+          died_in.retries, options_.task_retries);
+    } else {
+      fail_chunk(died_in, error_ptr(errc::worker_lost, describe_exit(w.pid, code, w.node), std::to_string(code)));
+      w.inflight.pop_front();
+    }
+    for (auto it = w.inflight.rbegin(); it != w.inflight.rend(); ++it) add_pending(*it, queue_end::front);
     w.inflight.clear();
   }
   remove_worker(slot);
@@ -369,6 +401,7 @@ std::vector<pid_t> pool_core::pids() const {
 
 void pool_core::submit(std::shared_ptr<submission> sub) {
   check_owner();
+  if (!options_.nodes.empty()) check_exported(sub->fn);
   auto& j = *sub->owner;
   j.pool = weak_from_this();
   j.chunks_left = sub->chunks.size();
@@ -522,6 +555,11 @@ void pool_core::read_answers(worker& w) {
 }
 
 void pool_core::handle_answer(worker& w, std::string_view frame) {
+  if (!w.ready) {
+    if (frame.size() != 1 || frame[0] != actors::node_ready_frame) throw Error("a node proxy did not say it is ready");
+    w.ready = true;
+    return;
+  }
   if (w.inflight.empty()) throw Error("a pool worker answered a task it was never given");
   if (frame.empty()) throw Error("a pool worker sent an empty answer");
   auto ref = std::move(w.inflight.front());
@@ -706,9 +744,9 @@ Pool::Pool(unsigned processes) : Pool([&] {
 }()) {}
 
 Pool::Pool(PoolOptions options) {
-  if (options.processes == 0) options.processes = cpu_count();
-  processes_ = options.processes;
+  if (options.processes == 0 && options.nodes.empty()) options.processes = cpu_count();
   core_ = std::make_shared<detail::pool_core>(std::move(options));
+  processes_ = static_cast<unsigned>(core_->size());
   try {
     core_->start();
   } catch (...) {

@@ -11,6 +11,7 @@
 
 #include "forkserver.hpp"
 #include "launch.hpp"
+#include "node.hpp"
 #include "spawn.hpp"
 #include "log.hpp"
 #include "multiproc/detail/wire.hpp"
@@ -337,6 +338,7 @@ void init(int argc, char** argv) {
   detail::remember_argv(argc, argv);
   detail::run_if_spawned();
   detail::install_hooks();
+  detail::serve_node_if_asked(argc, argv);
 }
 void freeze_support() {}
 

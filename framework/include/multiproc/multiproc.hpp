@@ -6,6 +6,7 @@
 #include "multiproc/errors.hpp"
 #include "multiproc/logging.hpp"
 #include "multiproc/managers.hpp"
+#include "multiproc/node.hpp"
 #include "multiproc/object.hpp"
 #include "multiproc/pool.hpp"
 #include "multiproc/process.hpp"

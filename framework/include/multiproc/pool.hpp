@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -44,12 +45,18 @@
 namespace multiproc {
 
 struct PoolOptions {
-  unsigned processes = 0;                   // 0: cpu_count()
+  unsigned processes = 0;                   // 0: cpu_count(), or none when there are nodes
   std::function<void()> initializer;        // run once in every worker, restarted ones too
   std::size_t maxtasksperchild = 0;         // 0: workers live as long as the pool
   unsigned max_restarts = 10;               // supervision: more crashes than this within
   std::chrono::seconds restart_window{60};  //   restart_window breaks the pool (BrokenPool)
   std::optional<StartMethod> start_method{};  // how workers start; nullopt: get_start_method()
+  // Workers on other hosts (node.hpp): processes_per_node more workers on each node, beside the
+  // `processes` local ones (which may then be 0); only MULTIPROC_EXPORTed functions run there.
+  std::vector<std::string> nodes;           // "host:port" of serving nodes
+  std::string authkey;                      // the nodes' authkey
+  unsigned processes_per_node = 0;          // 0: the node's cpu_count
+  unsigned task_retries = 0;                // times a chunk whose worker or node died is re-run
 };
 
 // Python's args=(...) of apply_async, for the overload that takes callbacks.
