@@ -23,6 +23,7 @@
 #include "framework/src/log.hpp"
 #include "framework/src/pool_worker.hpp"
 #include "multiproc/connection.hpp"
+#include "multiproc/detail/codec.hpp"
 #include "multiproc/detail/export_registry.hpp"
 #include "multiproc/detail/msgpack.hpp"
 #include "multiproc/errors.hpp"
@@ -112,8 +113,9 @@ std::optional<int> end_worker(session_state& st) {
 
 // The runner of a chunk whose function the node does not export: the worker answers with the
 // error in its turn, so that answers keep the order of the chunks. The chunk is the name.
-void refuse_unexported(detail::erased_fn, const msgpack::object& chunk, detail::Buffer&) {
-  std::string name = chunk.type == msgpack::type::STR ? chunk.as<std::string>() : "";
+void refuse_unexported(detail::erased_fn, std::string_view chunk, detail::Buffer&) {
+  auto handle = detail::unpack_untrusted(chunk);
+  std::string name = handle.get().type == msgpack::type::STR ? handle.get().as<std::string>() : "";
   throw ValueError("the node does not export a function named '" + name +
                    "': mark it MULTIPROC_EXPORT in the program the node runs");
 }

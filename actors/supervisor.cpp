@@ -110,7 +110,12 @@ struct supervisor_state {
   // Spawns a new incarnation (from this thread: a child dies with the thread that spawned it)
   // and hands a copy of its pidfd to the watcher.
   void start(child_entry& c) {
-    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.init);
+    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, [&](std::optional<StartMethod>, detail::ActorSeat seat) {
+      // init is a std::function (it may hold a child supervisor's tree): it reaches its process by fork.
+      ProcessOptions process{.name = seat.name, .daemon = false, .start_method = StartMethod::fork};
+      using init_fn = std::function<Behavior(ActorContext&)>;
+      return Process(std::move(process), &detail::run_actor_target<init_fn>, std::move(seat), c.spec.init);
+    });
     c.incarnation = ++last_incarnation;
     int pidfd = ::fcntl(detail::spawned_process(c.actor)->sentinel(), F_DUPFD_CLOEXEC, 0);
     if (pidfd < 0) {
