@@ -43,17 +43,17 @@
 namespace mp = multiproc;
 namespace fs = std::filesystem;
 
-void append_line(const fs::path& f, const std::string& line) {
+void append_line(const std::string& f, const std::string& line) {
   std::ofstream out(f, std::ios::app);
   out << line << '\n';
 }
 
-void worker_with(mp::Lock lock, fs::path f, int i) {
+void worker_with(mp::Lock lock, std::string f, int i) {
   std::lock_guard guard(lock);  // Python's `with lock:`
   append_line(f, "Lock acquired via with " + std::to_string(i));
 }
 
-void worker_no_with(mp::Lock lock, fs::path f, int i) {
+void worker_no_with(mp::Lock lock, std::string f, int i) {
   lock.acquire();
   try {
     append_line(f, "Lock acquired directly " + std::to_string(i));
@@ -73,7 +73,8 @@ std::vector<std::string> lines_of(const fs::path& f) {
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);
-  fs::path f = fs::temp_directory_path() / ("lock_writers_" + std::to_string(::getpid()) + ".txt");
+  // A string, as in Python: it crosses into a spawn or forkserver child as MessagePack (a path does not).
+  std::string f = (fs::temp_directory_path() / ("lock_writers_" + std::to_string(::getpid()) + ".txt")).string();
   mp::Lock lock;
   std::vector<mp::Process> writers;
   for (int i = 0; i < 10; ++i) writers.emplace_back(worker_with, lock, f, i);

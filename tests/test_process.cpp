@@ -832,12 +832,29 @@ TEST_CASE("process: under fork, the first start in a multi-threaded process logs
   if (method == "fork") CHECK(output.find("forkserver") != std::string::npos);
 }
 
+TEST_CASE("process: a parent with several threads, one holding a mutex the child takes: spawn and forkserver "
+          "children take it and finish; a forked one finds it held, and only that start logs the warning",
+          "[process][program]") {
+  auto [output, status] = Helper("threads-hold-mutex").finish();
+  INFO(output);
+  CHECK(status == 0);
+  CHECK(output.find("spawn exitcode 0") != std::string::npos);
+  CHECK(output.find("forkserver exitcode 0") != std::string::npos);
+  CHECK(output.find("fork exitcode 3") != std::string::npos);
+  REQUIRE(occurrences(output, "multi-threaded") == 1);
+  auto warning = output.substr(output.find("multi-threaded"));
+  CHECK(warning.substr(0, warning.find('\n')).find("forkserver") != std::string::npos);
+  // Logged at the fork start, the last of the three.
+  CHECK(output.find("multi-threaded") > output.find("forkserver exitcode"));
+}
+
 TEST_CASE("process: a program that forgets mp::init gets ProcessError naming it from start(), within 10 s, "
-          "and no process is left", "[process][program]") {
+          "and no process is left, under spawn and forkserver", "[process][program]") {
+  auto method = GENERATE(as<std::string>{}, "spawn", "forkserver");
   auto mode = GENERATE(as<std::string>{}, "child-exits", "child-stays");
-  INFO(mode);
+  INFO(method << " " << mode);
   auto started = std::chrono::steady_clock::now();
-  auto [output, status] = Helper(mode, "spawn", "no_init_helper").finish();
+  auto [output, status] = Helper(mode, method, "no_init_helper").finish();
   CHECK(std::chrono::steady_clock::now() - started < 15s);
   CHECK(status == 0);
   CHECK(output.find("error: ") != std::string::npos);

@@ -1,5 +1,5 @@
-// A program that uses start method spawn and forgets mp::init: its spawned child runs main()
-// again instead of the child's work. Mode "child-exits": that run returns at once; "child-stays":
+// A program that uses start method spawn or forkserver (MULTIPROC_START_METHOD) and forgets
+// mp::init: its spawned child (or fork server) runs main() again instead of the child's work. Mode "child-exits": that run returns at once; "child-stays":
 // it blocks (on stdin, the test's pipe). Either way start() must throw ProcessError naming mp::init
 // (within 10 s) and leave no process behind. Prints "error: <message>" and "children-left: N".
 #include <unistd.h>
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   ::setenv("NO_INIT_HELPER_CHILD", "1", 1);
-  mp::Process p(mp::ProcessOptions{.start_method = mp::StartMethod::spawn}, nothing);
+  mp::Process p(nothing);
   try {
     p.start();
     std::cout << "started" << std::endl;

@@ -6,13 +6,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <multiproc/multiproc.hpp>
 
@@ -186,7 +190,69 @@ int threaded_start_warns_once() {
   return 0;
 }
 
+// Held by one of the parent's threads while the children start.
+std::mutex g_held_by_a_thread;
+
+// Exit code 0: the child took the mutex. 3: a thread it does not have holds it (a fork's copy).
+void take_held_mutex() {
+  if (!g_held_by_a_thread.try_lock()) throw mp::SystemExit{3};
+  g_held_by_a_thread.unlock();
+}
+
+// Threads that run until release(); the first holds g_held_by_a_thread all the while.
+class BusyThreads {
+public:
+  explicit BusyThreads(int n) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back(&BusyThreads::run, this, i == 0);
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return running_ == n; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(m_);
+      released_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+private:
+  void run(bool hold) {
+    std::unique_lock<std::mutex> held;
+    if (hold) held = std::unique_lock(g_held_by_a_thread);
+    std::unique_lock lock(m_);
+    ++running_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return released_; });
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  int running_ = 0;
+  bool released_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Three threads, one holding a mutex every child takes; a child under each start method, in this
+// order. Prints "<method> exitcode <code>" ("hung" if it did not end within 30 s).
+int threads_hold_mutex() {
+  mp::log_to_stderr();
+  BusyThreads threads(3);
+  const std::pair<const char*, mp::StartMethod> methods[] = {
+      {"spawn", mp::StartMethod::spawn}, {"forkserver", mp::StartMethod::forkserver}, {"fork", mp::StartMethod::fork}};
+  for (auto [name, method] : methods) {
+    mp::Process p(mp::ProcessOptions{.start_method = method}, take_held_mutex);
+    p.start();
+    bool ended = p.join(std::chrono::seconds(30));
+    if (!ended) p.kill();
+    p.join();
+    say(std::string(name) + " exitcode " + (ended ? std::to_string(*p.exitcode()) : "hung"));
+  }
+  threads.release();
+  return 0;
+}
+
 const std::map<std::string, std::function<int()>> modes = {
+    {"threads-hold-mutex", threads_hold_mutex},
     {"threaded-start-warns-once", threaded_start_warns_once},
     {"buffered-output", buffered_output},
     {"buffered-output-unsynced", buffered_output_unsynced},
