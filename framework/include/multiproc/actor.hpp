@@ -256,9 +256,12 @@ void run_actor_target(ActorSeat seat, Fn init, A... args) {
   run_actor(seat, [&](ActorContext& ctx) -> Behavior { return init(ctx, args...); });
 }
 // Takes the actor's seat (its name, ValueError when taken), starts the Process that
-// make_process(options' start method, seat) builds, and keeps it.
+// make_process(options' start method, seat) builds, and keeps it. held_name_fd >= 0: the name's
+// listening socket, bound by a caller that keeps it across incarnations (a supervisor, so that
+// the name never goes unbound while a child restarts); the process serves a copy of it.
 ActorRef spawn_actor(const ActorOptions& options,
-                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process);
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                     int held_name_fd = -1);
 } // namespace detail
 
 // Starts an actor: init(ctx, args...) runs in the new process and returns its Behavior. With a
