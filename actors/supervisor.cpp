@@ -150,13 +150,7 @@ struct supervisor_state {
   // Spawns a new incarnation (from this thread: a child dies with the thread that spawned it)
   // and hands a copy of its pidfd to the watcher.
   void start(child_entry& c) {
-    auto make_process = [&](std::optional<StartMethod>, detail::ActorSeat seat) {
-      // init is a std::function (it may hold a child supervisor's tree): it reaches its process by fork.
-      ProcessOptions process{.name = seat.name, .daemon = false, .start_method = StartMethod::fork};
-      using init_fn = std::function<Behavior(ActorContext&)>;
-      return Process(std::move(process), &detail::run_actor_target<init_fn>, std::move(seat), c.spec.init);
-    };
-    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, make_process, c.name.take(c.spec.name));
+    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
     c.incarnation = ++last_incarnation;
     int pidfd = ::fcntl(detail::spawned_process(c.actor)->sentinel(), F_DUPFD_CLOEXEC, 0);
     if (pidfd < 0) {
@@ -307,7 +301,7 @@ public:
 
   void start_all(std::vector<ChildSpec> children) {
     for (std::size_t i = 0; i < children.size(); ++i) {
-      if (!children[i].init) throw ValueError("supervisor child '" + children[i].id + "' has nothing to start (init)");
+      if (!children[i].start) throw ValueError("supervisor child '" + children[i].id + "' has nothing to start");
       for (std::size_t j = 0; j < i; ++j)
         if (children[j].id == children[i].id) throw ValueError("two supervisor children have the id '" + children[i].id + "'");
     }
@@ -326,7 +320,7 @@ public:
   }
 
   ActorRef start_child(ChildSpec spec) override {
-    if (!spec.init) throw ValueError("supervisor child '" + spec.id + "' has nothing to start (init)");
+    if (!spec.start) throw ValueError("supervisor child '" + spec.id + "' has nothing to start");
     ActorRef out;
     run([&](supervisor_state& st) {
       if (st.ended()) throw ValueError("start_child on a supervisor that has ended");
