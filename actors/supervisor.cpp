@@ -301,7 +301,8 @@ public:
 
   void start_all(std::vector<ChildSpec> children) {
     for (std::size_t i = 0; i < children.size(); ++i) {
-      if (!children[i].start) throw ValueError("supervisor child '" + children[i].id + "' has nothing to start");
+      if (!children[i].start)
+        throw ValueError("supervisor child '" + children[i].id + "' has nothing to start");
       for (std::size_t j = 0; j < i; ++j)
         if (children[j].id == children[i].id) throw ValueError("two supervisor children have the id '" + children[i].id + "'");
     }

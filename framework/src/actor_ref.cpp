@@ -152,7 +152,8 @@ void stop_spawned_at_exit() {
 int seat_name_fd(const std::string& name, int held_name_fd) {
   if (held_name_fd < 0) return name.empty() ? -1 : take_actor_name(name);
   int fd = ::fcntl(held_name_fd, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) throw OSError(std::string("cannot copy an actor name's socket: ") + std::strerror(errno), errno);
+  if (fd < 0)
+    throw OSError(std::string("cannot copy an actor name's socket: ") + std::strerror(errno), errno);
   return fd;
 }
 
