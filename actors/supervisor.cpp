@@ -12,10 +12,12 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "actors/runtime.hpp"
 #include "framework/src/actor_peer.hpp"
 #include "framework/src/actor_socket.hpp"
+#include "framework/src/launch.hpp"
 #include "framework/src/log.hpp"
 
 namespace multiproc::actors {
@@ -70,11 +72,49 @@ struct ending {
   bool broken = false;
 };
 
+// A named child's name, bound by the supervisor for as long as the child is meant to run, across
+// its incarnations: a client that looks the name up while the child restarts waits for the new
+// incarnation (its connection waits in the socket's backlog) rather than finding nobody.
+class held_name {
+public:
+  held_name() = default;
+  held_name(held_name&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  held_name& operator=(held_name&& other) noexcept {
+    if (this != &other) {
+      release();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  ~held_name() { release(); }
+
+  // The name's socket, bound now if it is not held yet (ValueError when another actor holds it);
+  // -1 for an unnamed child.
+  int take(const std::string& name) {
+    if (fd_ < 0 && !name.empty()) {
+      fd_ = detail::take_actor_name(name);
+      detail::register_internal_fd(fd_);  // no forked child keeps it: each incarnation gets a copy
+    }
+    return fd_;
+  }
+  // Unbinds it once no incarnation serves it either: whereis finds nobody.
+  void release() {
+    if (fd_ < 0) return;
+    detail::unregister_internal_fd(fd_);
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+private:
+  int fd_ = -1;
+};
+
 struct child_entry {
   ChildSpec spec;
   ActorRef actor;               // ActorRef{} while down
   std::uint64_t incarnation = 0;  // the watcher's key for `actor`; 0 while down
   unsigned restarts = 0;
+  held_name name{};
 };
 
 // A call from another thread, run on the supervisor's: its error goes back to the caller.
@@ -110,12 +150,7 @@ struct supervisor_state {
   // Spawns a new incarnation (from this thread: a child dies with the thread that spawned it)
   // and hands a copy of its pidfd to the watcher.
   void start(child_entry& c) {
-    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, [&](std::optional<StartMethod>, detail::ActorSeat seat) {
-      // init is a std::function (it may hold a child supervisor's tree): it reaches its process by fork.
-      ProcessOptions process{.name = seat.name, .daemon = false, .start_method = StartMethod::fork};
-      using init_fn = std::function<Behavior(ActorContext&)>;
-      return Process(std::move(process), &detail::run_actor_target<init_fn>, std::move(seat), c.spec.init);
-    });
+    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
     c.incarnation = ++last_incarnation;
     int pidfd = ::fcntl(detail::spawned_process(c.actor)->sentinel(), F_DUPFD_CLOEXEC, 0);
     if (pidfd < 0) {
@@ -151,8 +186,12 @@ struct supervisor_state {
     c.incarnation = 0;
   }
 
+  // The supervisor's end: every child stopped and its name unbound.
   void stop_all() {
-    for (auto it = children.rbegin(); it != children.rend(); ++it) stop(*it);
+    for (auto it = children.rbegin(); it != children.rend(); ++it) {
+      stop(*it);
+      it->name.release();
+    }
   }
 
   void finish(bool broken) {
@@ -184,6 +223,8 @@ struct supervisor_state {
     it->actor = ActorRef{};
     it->incarnation = 0;
     apply(strategy->child_ended(as_strategy_sees_them(), it->spec.id, exitcode, restart_intensity::clock::now()));
+    for (auto& c : children)
+      if (!c.actor) c.name.release();  // down until restart_child: its name is free meanwhile
   }
 
   void apply(const exit_plan& plan) {
@@ -260,14 +301,15 @@ public:
 
   void start_all(std::vector<ChildSpec> children) {
     for (std::size_t i = 0; i < children.size(); ++i) {
-      if (!children[i].init) throw ValueError("supervisor child '" + children[i].id + "' has nothing to start (init)");
+      if (!children[i].start)
+        throw ValueError("supervisor child '" + children[i].id + "' has nothing to start");
       for (std::size_t j = 0; j < i; ++j)
         if (children[j].id == children[i].id) throw ValueError("two supervisor children have the id '" + children[i].id + "'");
     }
     run([&](supervisor_state& st) {
       try {
         for (auto& spec : children) {
-          auto& c = st.children.emplace_back(child_entry{std::move(spec), {}, 0, 0});
+          auto& c = st.children.emplace_back(child_entry{std::move(spec), {}, 0, 0, {}});
           st.start(c);
         }
       } catch (...) {
@@ -279,7 +321,7 @@ public:
   }
 
   ActorRef start_child(ChildSpec spec) override {
-    if (!spec.init) throw ValueError("supervisor child '" + spec.id + "' has nothing to start (init)");
+    if (!spec.start) throw ValueError("supervisor child '" + spec.id + "' has nothing to start");
     ActorRef out;
     run([&](supervisor_state& st) {
       if (st.ended()) throw ValueError("start_child on a supervisor that has ended");
@@ -302,6 +344,7 @@ public:
     run([&](supervisor_state& st) {
       auto& c = st.known(id);
       st.stop(c);
+      c.name.release();
       if (c.spec.restart == Restart::temporary) st.forget(id);
     });
   }

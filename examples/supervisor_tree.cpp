@@ -6,14 +6,15 @@
 //                     #{id => workers, type => supervisor, start => {workers_sup, start_link, []}}]}}.
 //
 // Any of them is killed with SIGKILL from outside, and the client carries on: it asks by name
-// again and the new incarnation answers.
+// again and the new incarnation answers. The children's init functions are plain functions, so
+// the tree runs under every start method (MULTIPROC_START_METHOD); a child supervisor's own
+// process is always forked, as it holds its children's specs.
 #include <signal.h>
 
 #include <iostream>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include <multiproc/multiproc.hpp>
 
@@ -53,15 +54,15 @@ mp::ChildSpec named(mp::ChildSpec spec, std::string name) {
   return spec;
 }
 
-// Asks whichever actor holds `name` now; while it is being replaced, asks again.
+// Asks whichever actor holds `name` now. One that dies before it answers is asked again: its
+// supervisor holds the name while it restarts, so whereis waits for the new incarnation.
 template <class R, class M>
 R ask(const std::string& name, const M& msg) {
-  for (int attempt = 0; attempt < 500; ++attempt) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
     try {
       if (auto actor = mp::whereis(name)) return actor.template request<R>(msg, 5s);
     } catch (const mp::ActorExited&) {
     }
-    std::this_thread::sleep_for(10ms);  // the replacement is on its way
   }
   throw std::runtime_error(name + " did not come back");
 }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -47,7 +48,7 @@ children_t abc_after(const std::string& ended, mp::Restart restart_of_ended = mp
 
 using ids = std::vector<std::string>;
 
-TEST_CASE("supervision strategy: one_for_one restarts only the child that ended", "[supervisor][strategy]") {
+TEST_CASE("supervisor: strategy: one_for_one restarts only the child that ended", "[supervisor][strategy]") {
   auto plan = strategy(mp::Strategy::one_for_one).child_ended(abc_after("b"), "b", 1, clock_type::now());
   CHECK_FALSE(plan.give_up);
   CHECK(plan.stop.empty());
@@ -55,28 +56,28 @@ TEST_CASE("supervision strategy: one_for_one restarts only the child that ended"
   CHECK(plan.start == ids{"b"});
 }
 
-TEST_CASE("supervision strategy: one_for_all stops the others in reverse start order, then starts all in start order",
+TEST_CASE("supervisor: strategy: one_for_all stops the others in reverse start order, then starts all in start order",
           "[supervisor][strategy]") {
   auto plan = strategy(mp::Strategy::one_for_all).child_ended(abc_after("b"), "b", 1, clock_type::now());
   CHECK(plan.stop == ids{"c", "a"});
   CHECK(plan.start == ids{"a", "b", "c"});
 }
 
-TEST_CASE("supervision strategy: rest_for_one restarts the ended child and those started after it",
+TEST_CASE("supervisor: strategy: rest_for_one restarts the ended child and those started after it",
           "[supervisor][strategy]") {
   auto plan = strategy(mp::Strategy::rest_for_one).child_ended(abc_after("b"), "b", 1, clock_type::now());
   CHECK(plan.stop == ids{"c"});
   CHECK(plan.start == ids{"b", "c"});
 }
 
-TEST_CASE("supervision strategy: a permanent child comes back after any exit", "[supervisor][strategy]") {
+TEST_CASE("supervisor: strategy: a permanent child comes back after any exit", "[supervisor][strategy]") {
   for (int code : {0, 1, -9}) {
     auto plan = strategy(mp::Strategy::one_for_one).child_ended(abc_after("a"), "a", code, clock_type::now());
     CHECK(plan.start == ids{"a"});
   }
 }
 
-TEST_CASE("supervision strategy: a transient child comes back after exit code != 0 only, and then takes its siblings along",
+TEST_CASE("supervisor: strategy: a transient child comes back after exit code != 0 only, and then takes its siblings along",
           "[supervisor][strategy]") {
   auto s = strategy(mp::Strategy::one_for_all);
   auto clean = s.child_ended(abc_after("b", mp::Restart::transient), "b", 0, clock_type::now());
@@ -88,7 +89,7 @@ TEST_CASE("supervision strategy: a transient child comes back after exit code !=
   CHECK(crash.start == ids{"a", "b", "c"});
 }
 
-TEST_CASE("supervision strategy: a temporary child never comes back and is forgotten, even as a sibling",
+TEST_CASE("supervisor: strategy: a temporary child never comes back and is forgotten, even as a sibling",
           "[supervisor][strategy]") {
   auto alone = strategy(mp::Strategy::one_for_all).child_ended(abc_after("b", mp::Restart::temporary), "b", 1,
                                                                clock_type::now());
@@ -103,7 +104,7 @@ TEST_CASE("supervision strategy: a temporary child never comes back and is forgo
   CHECK(sibling.start == ids{"a"});
 }
 
-TEST_CASE("supervision strategy: more than intensity restarts within period gives up and stops every running child",
+TEST_CASE("supervisor: strategy: more than intensity restarts within period gives up and stops every running child",
           "[supervisor][strategy]") {
   auto s = strategy(mp::Strategy::one_for_one, 1);
   auto t0 = clock_type::now();
@@ -118,7 +119,7 @@ TEST_CASE("supervision strategy: more than intensity restarts within period give
   CHECK(none.child_ended(abc_after("a"), "a", 1, t0).give_up);
 }
 
-TEST_CASE("supervision strategy: an exit that restarts nothing does not count against the intensity",
+TEST_CASE("supervisor: strategy: an exit that restarts nothing does not count against the intensity",
           "[supervisor][strategy]") {
   auto s = strategy(mp::Strategy::one_for_one, 1);
   auto t0 = clock_type::now();
@@ -165,6 +166,30 @@ mp::Behavior worker(mp::ActorContext& ctx, std::string id, int log_fd) {
         for (;;) ::pause();
       },
   };
+}
+
+// Holds each new incarnation of a gated_worker in its init until the test lets one through (or
+// the gate goes, and with it every wait).
+class gate {
+public:
+  gate() { REQUIRE(::pipe(fds_) == 0); }
+  ~gate() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  int reader() const { return fds_[0]; }
+  void let_one_through() { REQUIRE(::write(fds_[1], "x", 1) == 1); }
+
+private:
+  int fds_[2];
+};
+
+// Says "gate:pid" once in its init, then waits at the gate before it becomes a worker.
+mp::Behavior gated_worker(mp::ActorContext& ctx, std::string id, int log_fd, int gate_fd) {
+  say(log_fd, "gate:" + std::to_string(::getpid()));
+  char byte;
+  (void)!::read(gate_fd, &byte, 1);
+  return worker(ctx, std::move(id), log_fd);
 }
 
 // The children's pipe: each line one event, read with a deadline.
@@ -236,6 +261,12 @@ bool process_gone(int pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 void kill9(const mp::ActorRef& ref) {
   REQUIRE(ref);
   REQUIRE(::kill(ref.pid(), SIGKILL) == 0);
+}
+
+mp::ChildSpec gated_child(const std::string& id, event_log& log, gate& g) {
+  auto spec = mp::child(id, gated_worker, id, log.writer(), g.reader());
+  spec.shutdown = 1s;  // an incarnation held at the gate cannot take a stop request
+  return spec;
 }
 
 mp::SupervisorOptions with(mp::Strategy strategy, unsigned intensity = 10) {
@@ -395,6 +426,34 @@ TEST_CASE("supervisor: a restarted child takes its name again, so whereis finds 
   CHECK(second.request<int>(Ping{}, patience) == second.pid());
 }
 
+TEST_CASE("supervisor: while a named child restarts, whereis waits for the new incarnation instead of finding nobody",
+          "[supervisor]") {
+  event_log log;
+  auto named = worker_child("kv", log);
+  named.name = "supervisor-test-held-" + std::to_string(::getpid());
+  auto slow = worker_child("slow", log);
+  slow.shutdown = 1s;  // it will ignore stop: kv's restart waits this long behind it
+  mp::Supervisor sup(with(mp::Strategy::one_for_all), {named, slow});
+  tags(log, 2);
+  sup.child("slow").send(Hang{});
+  REQUIRE(log.next() == "hanging");
+  auto first = sup.child("kv");
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, first.pid(), 0));
+  REQUIRE(pidfd >= 0);
+  kill9(first);
+  pollfd ended{pidfd, POLLIN, 0};
+  REQUIRE(::poll(&ended, 1, static_cast<int>(std::chrono::milliseconds(patience).count())) == 1);
+  ::close(pidfd);
+  // kv is gone, and its next incarnation starts only once slow's grace ran out.
+  auto second = mp::whereis(named.name);
+  REQUIRE(second);
+  CHECK(second != first);
+  CHECK(second == sup.child("kv"));
+  CHECK(second.request<int>(Ping{}, patience) == second.pid());
+  sup.terminate_child("kv");  // down for good: the name is free again
+  CHECK_FALSE(mp::whereis(named.name));
+}
+
 TEST_CASE("supervisor: start_child, terminate_child, restart_child and delete_child manage children by id",
           "[supervisor]") {
   event_log log;
@@ -450,7 +509,16 @@ TEST_CASE("supervisor: a child supervisor that gives up ends non-zero and its pa
 TEST_CASE("supervisor: no process is left after stop() or destruction, even with children mid-restart",
           "[supervisor]") {
   event_log log;
+  gate g;  // outlives the supervisors: its end releases any incarnation still at it
   std::set<int> supervisors;
+  SECTION("destruction while a restarted child is still in its init") {
+    g.let_one_through();
+    mp::Supervisor sup(with(mp::Strategy::one_for_all), {gated_child("a", log, g), worker_child("b", log)});
+    REQUIRE(tags(log, 3) == ids{"gate", "+a", "+b"});
+    kill9(sup.child("a"));
+    REQUIRE(tags(log, 2) == ids{"-b", "gate"});  // b stopped; a's new incarnation held at the gate
+    g.let_one_through();  // the supervisor is still inside the restart (b is yet to start)
+  }
   SECTION("destruction right after a kill") {
     mp::Supervisor sup(with(mp::Strategy::one_for_all), abc(log));
     tags(log, 3);

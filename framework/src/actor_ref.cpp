@@ -1,5 +1,6 @@
 // The public face of actors: spawn, whereis, and what an ActorRef or ActorContext does, on top of
 // the connections (actor_peer) and the mailbox loop (actor_loop).
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -146,6 +147,16 @@ void stop_spawned_at_exit() {
   }
 }
 
+// The name socket a new actor's process serves: a copy of a held one (its holder keeps its own),
+// one taken now, or -1 for an actor without a name.
+int seat_name_fd(const std::string& name, int held_name_fd) {
+  if (held_name_fd < 0) return name.empty() ? -1 : take_actor_name(name);
+  int fd = ::fcntl(held_name_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    throw OSError(std::string("cannot copy an actor name's socket: ") + std::strerror(errno), errno);
+  return fd;
+}
+
 } // namespace
 
 void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> init) {
@@ -154,21 +165,17 @@ void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> ini
 }
 
 ActorRef spawn_actor(const ActorOptions& options,
-                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process) {
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                     int held_name_fd) {
   std::string address = new_actor_address();
-  std::optional<std::string> name_address;
-  if (!options.name.empty()) name_address = actor_name_address(options.name);
   int listen_fd = listen_abstract(address);
   if (listen_fd < 0) throw OSError(std::string("cannot bind an actor's socket: ") + std::strerror(errno), errno);
   int name_fd = -1;
-  if (name_address) {
-    name_fd = listen_abstract(*name_address);
-    if (name_fd < 0) {
-      int err = errno;
-      ::close(listen_fd);
-      if (err == EADDRINUSE) throw ValueError("the actor name '" + options.name + "' is taken");
-      throw OSError("cannot register the actor name '" + options.name + "': " + std::strerror(err), err);
-    }
+  try {
+    name_fd = seat_name_fd(options.name, held_name_fd);
+  } catch (...) {
+    ::close(listen_fd);
+    throw;
   }
   std::shared_ptr<Process> process;
   install_exit_hook();

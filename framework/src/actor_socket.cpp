@@ -64,6 +64,13 @@ int listen_abstract(const std::string& address) {
   return fd;
 }
 
+int take_actor_name(const std::string& name) {
+  int fd = listen_abstract(actor_name_address(name));
+  if (fd >= 0) return fd;
+  if (errno == EADDRINUSE) throw ValueError("the actor name '" + name + "' is taken");
+  throw OSError("cannot register the actor name '" + name + "': " + std::strerror(errno), errno);
+}
+
 int connect_abstract(const std::string& address) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;

@@ -13,6 +13,9 @@ namespace multiproc::detail {
 std::string new_actor_address();
 // The address under which an actor of this user registers `name`. ValueError when too long.
 std::string actor_name_address(std::string_view name);
+// A listening socket bound to name's address (close-on-exec): ValueError when another actor holds
+// the name (or it is too long), OSError when it cannot be bound.
+int take_actor_name(const std::string& name);
 // A listening socket bound to address (close-on-exec); -1 with errno set when it cannot be bound
 // (EADDRINUSE: another process holds it).
 int listen_abstract(const std::string& address);

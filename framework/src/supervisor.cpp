@@ -33,13 +33,17 @@ ChildSpec supervisor_child(std::string id, SupervisorOptions options, std::vecto
   ChildSpec spec;
   spec.id = std::move(id);
   spec.is_supervisor = true;
-  spec.init = [options, children = std::move(children)](ActorContext& ctx) -> Behavior {
+  auto init = [options, children = std::move(children)](ActorContext& ctx) -> Behavior {
     // Loaded in the parent already (a forked child must not dlopen: actors_plugin.hpp).
     std::shared_ptr<actors::supervisor_handle> supervisor =
         detail::actors_plugin().make_supervisor(options, children, [self = ctx.self()] { tell_gave_up(self); });
     // The handler keeps the supervisor: when this actor ends (stopped, or gave up), the handler
     // goes and the supervisor stops its children before the process exits.
     return Behavior{[supervisor, &ctx](const supervisor_gave_up& news) { ctx.quit(news.exitcode); }};
+  };
+  // The specs (std::functions) reach the child supervisor's process only by fork.
+  spec.start = [init = std::move(init)](std::optional<StartMethod>, detail::ActorSeat seat) mutable {
+    return detail::actor_process(StartMethod::fork, std::move(seat), init);
   };
   return spec;
 }

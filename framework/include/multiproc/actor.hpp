@@ -255,10 +255,26 @@ template <class Fn, class... A>
 void run_actor_target(ActorSeat seat, Fn init, A... args) {
   run_actor(seat, [&](ActorContext& ctx) -> Behavior { return init(ctx, args...); });
 }
+// The (unstarted) Process of a new actor serving `seat` with init(ctx, args...), under `method`
+// (nullopt: get_start_method()). Under spawn and forkserver init must be a plain function (its
+// args cross as a Process's do), else ValueError.
+template <class F, class... A>
+Process actor_process(std::optional<StartMethod> method, ActorSeat seat, F& init, A&... args) {
+  ProcessOptions process{.name = seat.name, .daemon = false, .start_method = method};
+  if constexpr (plain_function<F>) {
+    return Process(std::move(process), &run_actor_target<fn_ptr_t<F>, A...>, std::move(seat), +init, args...);
+  } else {
+    if (method.value_or(get_start_method()) != StartMethod::fork) throw_untransferable_target(type_name<F>());
+    return Process(std::move(process), &run_actor_target<F, A...>, std::move(seat), init, args...);
+  }
+}
 // Takes the actor's seat (its name, ValueError when taken), starts the Process that
-// make_process(options' start method, seat) builds, and keeps it.
+// make_process(options' start method, seat) builds, and keeps it. held_name_fd >= 0: the name's
+// listening socket, bound by a caller that keeps it across incarnations (a supervisor, so that
+// the name never goes unbound while a child restarts); the process serves a copy of it.
 ActorRef spawn_actor(const ActorOptions& options,
-                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process);
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                     int held_name_fd = -1);
 } // namespace detail
 
 // Starts an actor: init(ctx, args...) runs in the new process and returns its Behavior. With a
@@ -271,15 +287,7 @@ ActorRef spawn(ActorOptions options, F init, A... args) {
   static_assert(std::is_invocable_r_v<Behavior, F&, ActorContext&, A&...>,
                 "multiproc::spawn: init must be callable as init(ActorContext&, args...) and return a Behavior");
   return detail::spawn_actor(options, [&](std::optional<StartMethod> method, detail::ActorSeat seat) {
-    ProcessOptions process{.name = seat.name, .daemon = false, .start_method = method};
-    if constexpr (detail::plain_function<F>) {
-      return Process(std::move(process), &detail::run_actor_target<detail::fn_ptr_t<F>, A...>, std::move(seat),
-                     +init, args...);
-    } else {
-      if (method.value_or(get_start_method()) != StartMethod::fork)
-        detail::throw_untransferable_target(detail::type_name<F>());
-      return Process(std::move(process), &detail::run_actor_target<F, A...>, std::move(seat), init, args...);
-    }
+    return detail::actor_process(method, std::move(seat), init, args...);
   });
 }
 template <class F, class... A>

@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -49,21 +50,25 @@ struct ChildSpec {
   std::string id;
   Restart restart = Restart::permanent;
   std::chrono::milliseconds shutdown{5000};  // the grace stop() gives it before SIGKILL
-  // What to start (child() and supervisor_child() fill these in):
-  std::function<Behavior(ActorContext&)> init{};  // runs in each new incarnation's process
-  std::string name{};                             // non-empty: each incarnation registers it
+  // What to start (child() and supervisor_child() fill these in): the Process of each new
+  // incarnation, serving its seat, under a start method (nullopt: get_start_method()).
+  std::function<Process(std::optional<StartMethod>, detail::ActorSeat)> start{};
+  std::string name{};  // non-empty: the name every incarnation holds
   bool is_supervisor = false;
 };
 
-// An actor child: each incarnation runs init(ctx, args...) in a new process, as spawn() does.
+// An actor child: each incarnation runs init(ctx, args...) in a new process, as spawn() does,
+// under the start method in force when it starts; under spawn and forkserver init is a plain
+// function (or a captureless lambda) and args cross as MessagePack or library handles.
 template <class F, class... A>
 ChildSpec child(std::string id, F init, A... args) {
   static_assert(std::is_invocable_r_v<Behavior, F&, ActorContext&, A&...>,
                 "multiproc::child: init must be callable as init(ActorContext&, args...) and return a Behavior");
   ChildSpec spec;
   spec.id = std::move(id);
-  spec.init = [init = std::move(init), args = std::make_tuple(std::move(args)...)](ActorContext& ctx) mutable {
-    return std::apply([&](auto&... a) -> Behavior { return init(ctx, a...); }, args);
+  spec.start = [init = std::move(init), args = std::make_tuple(std::move(args)...)](
+                   std::optional<StartMethod> method, detail::ActorSeat seat) mutable {
+    return std::apply([&](auto&... a) { return detail::actor_process(method, std::move(seat), init, a...); }, args);
   };
   return spec;
 }
@@ -87,7 +92,7 @@ class Supervisor {
 public:
   // Starts the children in order. When one cannot start, those already started are stopped
   // (reverse order) and its error is thrown; ValueError for two children with one id or a
-  // child without init. ImportError when libmultiproc_actors cannot be loaded.
+  // child with nothing to start. ImportError when libmultiproc_actors cannot be loaded.
   explicit Supervisor(SupervisorOptions options = {}, std::vector<ChildSpec> children = {});
   ~Supervisor();  // stop()
   Supervisor(const Supervisor&) = delete;
