@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -24,17 +25,11 @@
 
 #include <multiproc/multiproc.hpp>
 
-namespace mp = multiproc;
-using Range = std::pair<std::uint64_t, std::uint64_t>;  // [first, last)
-using Counted = std::pair<std::uint64_t, std::string>;  // primes in a chunk, the host that counted
+#include "primes.hpp"
 
-bool is_prime(std::uint64_t n) {
-  if (n < 2) return false;
-  if (n % 2 == 0) return n == 2;
-  for (std::uint64_t d = 3; d * d <= n; d += 2)
-    if (n % d == 0) return false;
-  return true;
-}
+namespace mp = multiproc;
+using example::Range;
+using Counted = std::pair<std::uint64_t, std::string>;  // primes in a chunk, the host that counted
 
 std::string host_name() {
   char name[256] = {};
@@ -42,18 +37,8 @@ std::string host_name() {
   return name;
 }
 
-Counted count_primes(Range range) {
-  std::uint64_t count = 0;
-  for (auto n = range.first; n < range.second; ++n) count += is_prime(n);
-  return {count, host_name()};
-}
+Counted count_primes(Range range) { return {example::primes_in(range), host_name()}; }
 MULTIPROC_EXPORT(count_primes);  // runs on the nodes, found there by this name
-
-std::vector<Range> split(std::uint64_t size, std::size_t chunks) {
-  std::vector<Range> ranges;
-  for (std::size_t i = 0; i < chunks; ++i) ranges.emplace_back(size * i / chunks, size * (i + 1) / chunks);
-  return ranges;
-}
 
 // Chunks done per host, printed every tenth of the way; "half way" is the line that
 // distributed_primes_hosts.sh waits for to kill a node.
@@ -121,7 +106,7 @@ int main(int argc, char** argv) {
 
   HostProgress progress(chunks);
   std::uint64_t total = 0;
-  for (const auto& [count, host] : pool.imap_unordered(count_primes, split(size, chunks))) {
+  for (const auto& [count, host] : pool.imap_unordered(count_primes, example::split(size, chunks))) {
     total += count;
     progress.done_by(host);
   }
