@@ -1,5 +1,9 @@
 #include "bench.hpp"
 
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -61,6 +65,28 @@ long private_kib(pid_t pid) {
     if (key == "Private_Clean:" || key == "Private_Dirty:") total += kib;
   }
   return total;
+}
+
+std::vector<Host> other_hosts(std::size_t count) {
+  const char* spec = std::getenv("BENCH_HOSTS");
+  if (!spec || !*spec) return std::vector<Host>(count, Host{"", "127.0.0.1"});
+  std::vector<Host> hosts;
+  std::istringstream items(spec);
+  for (std::string item; std::getline(items, item, ',');) {
+    auto colon = item.find(':');
+    if (colon == std::string::npos) throw std::runtime_error("BENCH_HOSTS: want netns:ip, got '" + item + "'");
+    hosts.push_back({item.substr(0, colon), item.substr(colon + 1)});
+  }
+  if (hosts.size() < count) throw std::runtime_error("BENCH_HOSTS names fewer hosts than the measure needs");
+  hosts.resize(count);
+  return hosts;
+}
+
+void enter(const Host& host) {
+  if (host.netns.empty()) return;
+  int fd = ::open(("/run/netns/" + host.netns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) throw std::runtime_error("cannot enter network namespace " + host.netns);
+  ::close(fd);
 }
 
 } // namespace bench

@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace bench {
 
@@ -36,5 +38,16 @@ inline constexpr std::uint64_t burn_iters_per_task = 6'000'000;
 
 // Private_Clean + Private_Dirty of a process, in KiB, from /proc/PID/smaps_rollup.
 long private_kib(pid_t pid);
+
+// The other "hosts" of the measures across hosts (node_pool_map): bench/run starts the program
+// in one network namespace and names the others in BENCH_HOSTS, "netns:ip,netns:ip"; without it,
+// `count` hosts that are this one (loopback, no namespace).
+struct Host {
+  std::string netns;  // empty: stay in this process's namespace
+  std::string ip;
+};
+std::vector<Host> other_hosts(std::size_t count);
+// Moves the calling (single-threaded, freshly forked) process into host's network namespace.
+void enter(const Host& host);
 
 } // namespace bench

@@ -308,8 +308,35 @@ def supervisor_restart(n):
                 raise RuntimeError("apply returned a wrong result")
             total += time.perf_counter() - start
     return total / n * 1e6
-def job_queue_worker(address, authkey):
+def other_hosts(count):
+    """The hosts bench/run names in BENCH_HOSTS ("netns:ip,..."), or count times this one."""
+    spec = os.environ.get("BENCH_HOSTS")
+    if not spec:
+        return [("", "127.0.0.1")] * count
+    hosts = [tuple(item.split(":", 1)) for item in spec.split(",")]
+    if len(hosts) < count:
+        raise RuntimeError("BENCH_HOSTS names fewer hosts than the measure needs")
+    return hosts[:count]
+
+
+def enter_netns(netns):
+    """Moves this (freshly forked) process into a network namespace; Python 3.11 has no setns."""
+    if not netns:
+        return
+    import ctypes
+    clone_newnet = 0x40000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, clone_newnet) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot enter network namespace {netns}")
+    finally:
+        os.close(fd)
+
+
+def job_queue_worker(netns, address, authkey):
     from multiprocessing.managers import BaseManager
+    enter_netns(netns)
 
     class Client(BaseManager):
         pass
@@ -326,8 +353,9 @@ def job_queue_worker(address, authkey):
 
 
 def node_pool_map(n):
-    """Tasks/s of the seed's BaseManager job queue: n squares through a served job queue, done by
-    two worker processes that connect over TCP (loopback), one job per item as the seed does."""
+    """Tasks/s of the seed's BaseManager job queue: n squares through a job queue served on this
+    host (BENCH_HOST_IP), done by two worker processes on two other hosts (other_hosts) that
+    connect over TCP, one job per item as the seed does."""
     import queue
     from multiprocessing.managers import BaseManager
     jobs_q, results_q = queue.Queue(), queue.Queue()
@@ -337,11 +365,12 @@ def node_pool_map(n):
     Server.register("jobs", callable=lambda: jobs_q)
     Server.register("results", callable=lambda: results_q)
     authkey = b"bench node key"
-    manager = Server(address=("127.0.0.1", 0), authkey=authkey)
+    manager = Server(address=(os.environ.get("BENCH_HOST_IP", "127.0.0.1"), 0), authkey=authkey)
     manager.start()
     try:
         jobs, results = manager.jobs(), manager.results()
-        workers = [mp.Process(target=job_queue_worker, args=(manager.address, authkey)) for _ in range(2)]
+        workers = [mp.Process(target=job_queue_worker, args=(netns, manager.address, authkey))
+                   for netns, _ip in other_hosts(2)]
         for w in workers:
             w.start()
         start = time.perf_counter()

@@ -1,5 +1,5 @@
-// Nodes: Pool.map over two node processes (this program serving, the functions exported).
-// Over loopback: bench/run has no network namespaces yet (issue 15 asks for two).
+// Nodes: Pool.map over two node processes (this program serving, the functions exported), each
+// on a host of its own (network namespaces that bench/run makes, bench::other_hosts).
 #include <multiproc/multiproc.hpp>
 
 #include <numeric>
@@ -20,13 +20,14 @@ constexpr long warmup_tasks = 1000;
 long node_square(long x) { return x * x; }
 MULTIPROC_EXPORT(node_square);
 
-void serve(mp::Connection report) {
-  mp::serve_node("127.0.0.1:0", node_key, [&](const std::string& bound) { report.send(bound); });
+void serve(std::string netns, std::string ip, mp::Connection report) {
+  bench::enter({netns, ip});
+  mp::serve_node(ip + ":0", node_key, [&](const std::string& bound) { report.send(bound); });
 }
 
-std::string start_node(mp::Process& p) {
+std::string start_node(mp::Process& p, const bench::Host& host) {
   auto [r, w] = mp::Pipe(false);
-  p = mp::Process(serve, w);
+  p = mp::Process(serve, host.netns, host.ip, w);
   p.start();
   w.close();
   if (!r.poll(std::chrono::seconds(30))) throw mp::TimeoutError("a node did not start");
@@ -37,10 +38,11 @@ std::string start_node(mp::Process& p) {
 // all on two nodes, one each (the nodes' CPUs are this machine's: one worker each keeps the
 // relay processes from crowding them).
 double node_pool_map(long n) {
+  auto hosts = bench::other_hosts(2);
   mp::Process a, b;
   mp::PoolOptions options;
   options.processes = 0;
-  options.nodes = {start_node(a), start_node(b)};
+  options.nodes = {start_node(a, hosts[0]), start_node(b, hosts[1])};
   options.authkey = node_key;
   options.processes_per_node = 1;
   double rate;

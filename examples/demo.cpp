@@ -40,29 +40,14 @@
 
 #include <multiproc/multiproc.hpp>
 
+#include "primes.hpp"
+
 namespace mp = multiproc;
 using Clock = std::chrono::steady_clock;
-using Range = std::pair<std::uint64_t, std::uint64_t>;  // [first, last)
+using example::Range;
+using example::split;
 
-bool is_prime(std::uint64_t n) {
-  if (n < 2) return false;
-  if (n % 2 == 0) return n == 2;
-  for (std::uint64_t d = 3; d * d <= n; d += 2)
-    if (n % d == 0) return false;
-  return true;
-}
-
-std::uint64_t count_primes(Range range) {
-  std::uint64_t count = 0;
-  for (auto n = range.first; n < range.second; ++n) count += is_prime(n);
-  return count;
-}
-
-std::vector<Range> split(std::uint64_t size, std::size_t chunks) {
-  std::vector<Range> ranges;
-  for (std::size_t i = 0; i < chunks; ++i) ranges.emplace_back(size * i / chunks, size * (i + 1) / chunks);
-  return ranges;
-}
+std::uint64_t count_primes(Range range) { return example::primes_in(range); }
 
 std::uint64_t serial(const std::vector<Range>& ranges) {
   std::uint64_t total = 0;
