@@ -141,8 +141,7 @@ bool listening(const std::string& address) {
   return ok;
 }
 
-// Bounded poll of what the node reaches on its own (it learns of a pool's end from /proc's
-// point of view only: nothing to wait on).
+// Bounded poll of what the node does on its own (reaping a worker): nothing to wait on but /proc.
 template <class Pred>
 bool within_patience(Pred pred) {
   auto deadline = std::chrono::steady_clock::now() + patience;

@@ -47,6 +47,9 @@ int mark_and_block(std::string path) {
   return block_forever(0);
 }
 
+// Longer than the limit: the deadline of a worker's first task must not count it.
+void slow_initializer() { std::this_thread::sleep_for(2 * limit); }
+
 mp::PoolOptions timed_pool(unsigned processes, std::chrono::milliseconds task_timeout = limit) {
   mp::PoolOptions options;
   options.processes = processes;
@@ -178,4 +181,17 @@ TEST_CASE("pool_timeout: a timed-out task is not re-run by task_retries and kill
   std::string runs((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK(runs == "xx");
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("pool_timeout: the deadline starts after the worker's initializer, under fork and spawn", "[pool]") {
+  for (auto method : {mp::StartMethod::fork, mp::StartMethod::spawn}) {
+    auto options = timed_pool(1);
+    options.initializer = slow_initializer;
+    options.start_method = method;
+    mp::Pool pool(options);
+    CHECK(pool.apply(square, 4) == 16);
+    CHECK_THROWS_AS(pool.apply_async(block_forever, 0).get(patience), mp::TimeoutError);
+    CHECK(pool.apply(square, 5) == 25);  // on the replacement, once its initializer ran
+    end_pool_leaving_no_process(pool);
+  }
 }
