@@ -628,7 +628,8 @@ void pool_core::handle_answer(worker& w, std::string_view frame) {
 // soon as it answered the one before, so the front chunk started when it was sent or when the
 // previous answer came, whichever was later.
 std::optional<Clock::time_point> pool_core::deadline(const worker& w) const {
-  if (w.inflight.empty() || w.killed_at_deadline) return std::nullopt;
+  // A worker at EOF is ending on its own: its exit, not a deadline, settles its chunk.
+  if (w.inflight.empty() || w.killed_at_deadline || w.eof) return std::nullopt;
   const auto& front = w.inflight.front();
   return std::max(front.sent, w.last_answer) + options_.task_timeout * front.span().count;
 }
