@@ -58,7 +58,7 @@ void on_worker_end(supervisor_actor* self, std::int64_t handle_id) {
   }
   if (st.stopping) return;
   detail::log(LogLevel::info, "replacing pool worker {}: it {}", slot,
-              crashed ? "crashed" : "retired after maxtasksperchild tasks");
+              crashed ? "crashed" : "retired (maxtasksperchild) or was killed at task_timeout");
   restart(self, slot);
 }
 

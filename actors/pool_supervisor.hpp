@@ -20,7 +20,8 @@ class pool_control {
 public:
   virtual ~pool_control() = default;
   // The worker in `slot` ended: reap it, deliver what it answered, fail the task it was running
-  // with WorkerLost. true when that was a crash (not a planned retirement).
+  // with WorkerLost. true when that was a crash (not a planned retirement, nor a kill at task_timeout:
+  // neither counts against max_restarts).
   virtual bool settle_exit(std::size_t slot) = 0;
   // Starts a worker in `slot`: a descriptor that becomes readable when it ends (the supervisor
   // owns it), or -1 when the pool needs no worker there any more (closed and idle, terminated).

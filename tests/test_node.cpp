@@ -141,6 +141,17 @@ bool listening(const std::string& address) {
   return ok;
 }
 
+// Bounded poll of what the node does on its own (reaping a worker): nothing to wait on but /proc.
+template <class Pred>
+bool within_patience(Pred pred) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 // A FIFO in a fresh private directory, removed with it.
 class Fifo {
 public:
@@ -267,6 +278,30 @@ TEST_CASE("node: with task_retries the chunk a killed node held runs again elsew
   REQUIRE(fifo.wait_written());
   node.kill();
   CHECK(result.get(patience) == squares(400));
+}
+
+TEST_CASE("node: task_timeout kills a task's worker on the node (TimeoutError); the node starts another", "[node]") {
+  Fifo fifo;
+  Node node(fifo.path());
+  auto options = node_pool(node.address(), 0, 1);
+  options.task_timeout = std::chrono::milliseconds(500);
+  {
+    mp::Pool pool(options);
+    CHECK(pool.apply(square, 2) == 4);
+    auto workers = children_of(node.pid());
+    REQUIRE(workers.size() == 1);
+    auto start = std::chrono::steady_clock::now();
+    auto result = pool.apply_async(hang_on_node, 3);
+    REQUIRE(fifo.wait_written());  // it runs on the node
+    CHECK_THROWS_AS(result.get(patience), mp::TimeoutError);
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(6));
+    CHECK(pool.apply(square, 5) == 25);  // on the node's next worker
+    CHECK(within_patience([&] { return ::kill(workers[0].pid, 0) != 0; }));  // the node reaped it
+    pool.close();
+    pool.join();
+  }
+  CHECK(within_patience([&] { return children_of(node.pid()).empty(); }));
+  CHECK(node.alive());
 }
 
 TEST_CASE("node: nothing listens and no worker is left after the node and the pool end", "[node]") {

@@ -81,6 +81,7 @@ struct chunk_ref {
 
 struct in_flight : chunk_ref {
   Clock::time_point sent;
+  bool timed_out = false;  // its worker was killed at its deadline (task_timeout)
 };
 
 struct worker {
@@ -96,7 +97,9 @@ struct worker {
   bool want_write = false;
   bool eof = false;
   std::string node;    // "host:port" of a node for a remote worker (its proxy runs here); "" locally
-  bool ready = true;   // a remote worker is ready once its proxy reached the node
+  bool ready = true;   // a remote worker is ready once its proxy reached the node, an
+                       //   announcing one (task_timeout) once its initializer ran
+  bool killed_at_deadline = false;  // task_timeout: settled as a planned end, not a crash
   frame_reader in;
   double service_us = 0;  // moving average of the time per chunk; 0 until measured
   Clock::time_point last_answer{};
@@ -125,10 +128,21 @@ void (*crossing_initializer(const std::function<void()>& initializer))() {
 }
 
 // The target of a spawn or forkserver worker.
-void spawned_pool_worker(Descriptor sock, void (*initializer)(), std::size_t maxtasks) {
+void spawned_pool_worker(Descriptor sock, void (*initializer)(), std::size_t maxtasks, bool announce) {
   std::function<void()> init;
   if (initializer) init = initializer;
-  run_pool_worker(sock.fd, init, maxtasks, false);
+  run_pool_worker(sock.fd, init, maxtasks, false, announce);
+}
+
+static_assert(worker_ready_frame == actors::node_ready_frame, "the pool reads both as a worker's ready frame");
+
+std::string describe_timeout(const in_flight& chunk, std::chrono::milliseconds limit, pid_t pid) {
+  auto count = chunk.span().count;
+  std::string what = count == 1 ? "the task ran longer than task_timeout (" + std::to_string(limit.count()) + " ms)"
+                                : "the chunk of " + std::to_string(count) + " tasks ran longer than " +
+                                      std::to_string(count) + " x task_timeout (" + std::to_string(limit.count()) +
+                                      " ms)";
+  return what + "; its worker (pid " + std::to_string(pid) + ") was killed";
 }
 
 } // namespace
@@ -146,6 +160,8 @@ public:
   void join();
   std::vector<pid_t> pids() const;
   bool owned_here() const { return owner_ == ::getpid(); }
+  // Workers say when their initializer ran: a deadline starts no earlier.
+  bool announces() const { return options_.task_timeout.count() > 0; }
   std::size_t size() const { return slot_nodes_.size(); }
   void check_owner() const {
     if (!owned_here()) throw ValueError("this Pool belongs to another process (pid " + std::to_string(owner_) + ")");
@@ -180,6 +196,9 @@ private:
   int run_node_proxy(int sock, const std::string& node);
   void stop_result_thread();
   void wake_result_thread();
+  std::optional<Clock::time_point> deadline(const worker& w) const;
+  int deadline_wait_ms();
+  void kill_overdue();
 
   const PoolOptions options_;
   const StartMethod method_;
@@ -195,6 +214,7 @@ private:
   std::atomic<std::size_t> in_flight_{0};
   std::vector<std::shared_ptr<job>> callbacks_;  // finished jobs whose callbacks are due
   bool stopping_ = false;
+  bool timer_idle_ = false;  // task_timeout: the result thread waits without a deadline
   bool shut_down_ = false;  // terminate() or join() took the workers down
   int epoll_ = -1;
   int wake_ = -1;
@@ -280,12 +300,14 @@ int pool_core::start_worker(std::size_t slot) {
         node.empty() ? method_ : StartMethod::fork, who,
         [&] {
           if (!node.empty()) return run_guarded([&] { throw SystemExit{run_node_proxy(sv[1], node)}; });
-          return run_guarded([&] { run_pool_worker(sv[1], options_.initializer, options_.maxtasksperchild); });
+          return run_guarded([&] {
+            run_pool_worker(sv[1], options_.initializer, options_.maxtasksperchild, true, announces());
+          });
         },
         [&] {
           return make_spawn_target(&spawned_pool_worker, std::make_tuple(Descriptor{sv[1]},
                                                                          crossing_initializer(options_.initializer),
-                                                                         options_.maxtasksperchild));
+                                                                         options_.maxtasksperchild, announces()));
         },
         {sv[1]});
   } catch (...) {
@@ -314,7 +336,7 @@ int pool_core::start_worker(std::size_t slot) {
   w->forked = method_ == StartMethod::fork;
   w->budget = options_.maxtasksperchild ? options_.maxtasksperchild : SIZE_MAX;
   w->node = slot_nodes_[slot];
-  w->ready = w->node.empty();
+  w->ready = w->node.empty() && !announces();
   epoll_event ev{EPOLLIN | EPOLLRDHUP, {.u64 = slot}};
   std::lock_guard lk(m_);
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, w->sock, &ev);
@@ -341,7 +363,12 @@ bool pool_core::settle_exit(std::size_t slot) {
     // fails); the others never started: run them again.
     in_flight_ -= w.inflight.size();
     auto& died_in = w.inflight.front();
-    if (died_in.retries < options_.task_retries) {
+    if (died_in.timed_out) {
+      fail_chunk(died_in, error_ptr(errc::timeout, describe_timeout(died_in, options_.task_timeout, w.pid)));
+      w.inflight.pop_front();
+    } else if (w.killed_at_deadline) {
+      // Its overdue chunk answered just before the kill: the others wait their turn again.
+    } else if (died_in.retries < options_.task_retries) {
       ++died_in.retries;
       log(LogLevel::info, "re-running a chunk after {} (retry {} of {})", describe_exit(w.pid, code, w.node),
           died_in.retries, options_.task_retries);
@@ -352,9 +379,10 @@ bool pool_core::settle_exit(std::size_t slot) {
     for (auto it = w.inflight.rbegin(); it != w.inflight.rend(); ++it) add_pending(*it, queue_end::front);
     w.inflight.clear();
   }
+  bool crashed = !w.killed_at_deadline && (lost || code != 0);
   remove_worker(slot);
   dispatch();
-  return lost || code != 0;
+  return crashed;
 }
 
 void pool_core::remove_worker(std::size_t slot) {
@@ -447,6 +475,10 @@ void pool_core::send_chunk(worker& w, chunk_ref ref) {
   w.inflight.push_back({std::move(ref), Clock::now()});
   --w.budget;
   ++in_flight_;
+  if (timer_idle_) {
+    timer_idle_ = false;
+    wake_result_thread();  // a deadline to keep
+  }
 }
 
 // Once per function and worker: a worker runs a handful of functions, so the list stays short.
@@ -499,14 +531,20 @@ void pool_core::result_loop() {
   { std::lock_guard lk(m_); }
   epoll_event events[64];
   for (;;) {
+    int timeout = -1;
+    if (announces()) {
+      std::lock_guard lk(m_);
+      timeout = deadline_wait_ms();
+    }
     // No spinning here: a caller waiting for an answer spins and reads it itself.
-    int n = ::epoll_wait(epoll_, events, 64, -1);
-    if (n <= 0) continue;
+    int n = ::epoll_wait(epoll_, events, 64, timeout);
+    if (n < 0 || (n == 0 && timeout < 0)) continue;
     std::vector<std::shared_ptr<job>> due;
     bool stop;
     {
       std::lock_guard lk(m_);
       handle_events(events, n);
+      if (announces()) kill_overdue();
       due.swap(callbacks_);
       stop = stopping_;
     }
@@ -556,7 +594,7 @@ void pool_core::read_answers(worker& w) {
 
 void pool_core::handle_answer(worker& w, std::string_view frame) {
   if (!w.ready) {
-    if (frame.size() != 1 || frame[0] != actors::node_ready_frame) throw Error("a node proxy did not say it is ready");
+    if (frame.size() != 1 || frame[0] != worker_ready_frame) throw Error("a pool worker did not say it is ready");
     w.ready = true;
     return;
   }
@@ -582,6 +620,53 @@ void pool_core::handle_answer(worker& w, std::string_view frame) {
     ref.owner().fail(span.first, span.count, std::current_exception());
   }
   chunk_done(ref.owner());
+}
+
+// ---- deadlines (task_timeout) --------------------------------------------------------------
+
+// When the chunk a worker runs overruns: answers come in order and a worker starts a chunk as
+// soon as it answered the one before, so the front chunk started when it was sent or when the
+// previous answer came, whichever was later.
+std::optional<Clock::time_point> pool_core::deadline(const worker& w) const {
+  // A worker at EOF is ending on its own: its exit, not a deadline, settles its chunk.
+  if (w.inflight.empty() || w.killed_at_deadline || w.eof) return std::nullopt;
+  const auto& front = w.inflight.front();
+  return std::max(front.sent, w.last_answer) + options_.task_timeout * front.span().count;
+}
+
+// The result thread's epoll timeout: until the earliest deadline, and never longer than
+// task_timeout, since a deadline set meanwhile (a chunk sent, an answer read by a caller) is at
+// least that far off. With nothing running it sleeps until send_chunk wakes it.
+int pool_core::deadline_wait_ms() {
+  auto now = Clock::now();
+  auto until = now + options_.task_timeout;
+  bool any = false;
+  for (const auto& w : workers_) {
+    if (!w) continue;
+    if (auto d = deadline(*w)) {
+      until = std::min(until, *d);
+      any = true;
+    }
+  }
+  timer_idle_ = !any;
+  if (!any) return -1;
+  auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - now).count();
+  return static_cast<int>(std::max<std::int64_t>(wait, 0));
+}
+
+// SIGKILL for a worker whose chunk overran; its exit settles the chunk (settle_exit).
+void pool_core::kill_overdue() {
+  auto now = Clock::now();
+  for (auto& w : workers_) {
+    if (!w) continue;
+    auto d = deadline(*w);
+    if (!d || *d > now) continue;
+    w->inflight.front().timed_out = true;
+    w->killed_at_deadline = true;
+    log(LogLevel::info, "killing pool worker {}: its task ran longer than task_timeout ({} ms)", w->pid,
+        options_.task_timeout.count());
+    pidfd_send_signal(w->pidfd, SIGKILL);
+  }
 }
 
 // ---- completion ---------------------------------------------------------------------------

@@ -153,11 +153,13 @@ std::string function_definition(const void* address) {
   return frame + encode(identify_function(address));
 }
 
-void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked) {
+void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked,
+                     bool announce) {
   // terminate() relies on SIGTERM ending a worker; a handler inherited from the parent must not
   // turn it into something else.
   ::signal(SIGTERM, SIG_DFL);
   if (initializer) initializer();
+  if (announce) write_frame(fd, std::string_view(&worker_ready_frame, 1));
   frame_reader in;
   function_table functions(forked);
   Buffer out;

@@ -20,6 +20,9 @@
 namespace multiproc::detail {
 
 enum class chunk_status : char { ok = 0, error = 1 };
+// The one-byte frame an announcing worker sends once its initializer ran, before any answer
+// (a node proxy sends the same once its node's worker is there).
+inline constexpr char worker_ready_frame = 0x7f;
 inline constexpr std::size_t chunk_header = 16;  // runner + fn
 
 // Length-prefixed frames (wire.hpp's format) parsed out of a growable buffer, so that one read
@@ -44,7 +47,10 @@ std::string function_definition(const void* address);
 
 // The body of a worker process: runs initializer, then answers chunks from fd until the parent
 // closes it or maxtasks chunks are done (0: no limit). forked: the worker is a fork of the
-// parent, whose addresses are its own (else it translates them by the definitions).
-void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked = true);
+// parent, whose addresses are its own (else it translates them by the definitions). announce:
+// send worker_ready_frame after the initializer (a pool with task_timeout starts no deadline
+// before it).
+void run_pool_worker(int fd, const std::function<void()>& initializer, std::size_t maxtasks, bool forked = true,
+                     bool announce = false);
 
 } // namespace multiproc::detail

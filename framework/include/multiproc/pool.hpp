@@ -12,6 +12,8 @@
 // held fail, with WorkerLost (exitcode() is its exit code or -signal); more than max_restarts
 // such deaths within restart_window break the pool: every pending and later task fails with
 // BrokenPool.
+// PoolOptions::task_timeout kills a worker whose task overruns (TimeoutError; not a crash, not
+// retried).
 // An exception thrown by a task comes back as RemoteError (type_name() is its demangled type).
 // Callbacks run in the parent on the pool's one result thread, one at a time, before the
 // AsyncResult becomes ready; a callback that throws is reported on stderr and ignored.
@@ -57,6 +59,11 @@ struct PoolOptions {
   std::string authkey;                      // the nodes' authkey
   unsigned processes_per_node = 0;          // 0: the node's cpu_count
   unsigned task_retries = 0;                // times a chunk whose worker or node died is re-run
+  // 0: none. Else a task running longer is killed with its worker (SIGKILL; on a node, the
+  // node's worker), which is replaced; the task fails with TimeoutError and is never re-run.
+  // A chunk of n tasks (map's chunksize) may run n * task_timeout, counted from when its worker
+  // starts it; on a timeout the whole chunk fails, as when one of its tasks throws.
+  std::chrono::milliseconds task_timeout{0};
 };
 
 // Python's args=(...) of apply_async, for the overload that takes callbacks.
