@@ -212,6 +212,41 @@ TEST_CASE("actor node: a killed node ends its actors: monitors get Down, pending
   CHECK(children_end(::getpid()));
 }
 
+TEST_CASE("actor node: stop kills an actor on a node that does not stop within the grace", "[actor_node]") {
+  Node node;
+  auto sleeper = mp::spawn(on(node.address()), node_counter, 0);
+  sleeper.send(Nap{60000});
+  auto asked_at = std::chrono::steady_clock::now();
+  sleeper.stop(std::chrono::milliseconds(200));
+  INFO("stopped after " << seconds(std::chrono::steady_clock::now() - asked_at) << " s");
+  CHECK(std::chrono::steady_clock::now() - asked_at < std::chrono::seconds(5));
+  CHECK(!sleeper.alive());
+  CHECK(children_end(node.pid()));
+  CHECK(node.alive());
+}
+
+namespace {
+
+// Spawns an actor on the node at address, says it answers, and exits without stopping it.
+void spawn_and_leave(std::string address, mp::Connection report) {
+  auto counter = mp::spawn(on(address), node_counter, 1);
+  report.send(counter.request<int>(Get{}, patience));
+}
+
+} // namespace
+
+TEST_CASE("actor node: an actor on a node ends with the process that spawned it", "[actor_node]") {
+  Node node;
+  auto [r, w] = mp::Pipe(false);
+  mp::Process spawner(spawn_and_leave, node.address(), w);
+  spawner.start();
+  REQUIRE(r.poll(patience));
+  CHECK(r.recv<int>() == 1);
+  join_or_kill(spawner);
+  CHECK(spawner.exitcode() == 0);
+  CHECK(children_end(node.pid()));
+}
+
 namespace {
 
 // In network namespace a: an actor on the node at address (another namespace) answers this
