@@ -18,6 +18,7 @@
 #include <set>
 #include <tuple>
 
+#include "actors/actor_link.hpp"
 #include "actors/runtime.hpp"
 #include "framework/src/launch.hpp"
 #include "framework/src/log.hpp"
@@ -206,6 +207,9 @@ caf::actor open_session(caf::event_based_actor* self, const caf::actor& peer) {
 caf::behavior agent(caf::event_based_actor* self, std::uint32_t cpus) {
   return {
       [cpus](info_atom) { return cpus; },
+      [=](actor_link_atom, const caf::actor& client, const std::vector<char>& request) {
+        return open_actor_link(self, client, request);
+      },
       [=](open_atom, const caf::actor& peer) -> caf::result<caf::actor> {
         try {
           return open_session(self, peer);
@@ -322,6 +326,8 @@ int connect_until_ready(int sock, const std::string& address, const std::string&
   }
 }
 
+} // namespace
+
 // BASP's client half on an authenticated connection: the node's published agent.
 caf::actor basp_connect(caf::actor_system& sys, int fd, const std::string& address) {
   caf::scoped_actor self{sys};
@@ -342,7 +348,12 @@ caf::actor_system& lasting_system() {
   return **sys;
 }
 
-} // namespace
+int connect_node(const std::string& address, const std::string& authkey) {
+  connection::Client client(address, authkey);
+  int fd = ::fcntl(client.fileno(), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) throw OSError(std::string("fcntl(F_DUPFD_CLOEXEC) failed: ") + std::strerror(errno), errno);
+  return fd;
+}
 
 std::unique_ptr<node_agent> make_node_agent() { return std::make_unique<caf_node_agent>(); }
 
@@ -359,11 +370,8 @@ int run_node_proxy(int sock, const std::string& address, const std::string& auth
 }
 
 unsigned node_cpu_count(const std::string& address, const std::string& authkey) {
-  connection::Client client(address, authkey);
-  int fd = ::fcntl(client.fileno(), F_DUPFD_CLOEXEC, 3);
-  if (fd < 0) throw OSError(std::string("fcntl(F_DUPFD_CLOEXEC) failed: ") + std::strerror(errno), errno);
   auto& sys = lasting_system();
-  auto agent = basp_connect(sys, fd, address);
+  auto agent = basp_connect(sys, connect_node(address, authkey), address);
   caf::scoped_actor self{sys};
   std::uint32_t count = 0;
   caf::error err;

@@ -43,6 +43,11 @@ std::unique_ptr<node_agent> make_node_agent();
 // AuthenticationError on a wrong key.
 int run_node_proxy(int sock, const std::string& address, const std::string& authkey);
 
+// The body of an actor link process (framework/src/actor_node.hpp): connects to the node, sends
+// it the packed link_request, writes the node's link_answer as one frame on sock, then relays sock
+// to the actor until either end closes or the node is lost.
+int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request);
+
 // The number of CPUs of the node at address (its default processes_per_node). Builds a fresh
 // actor system: call it in a child process of its own. AuthenticationError on a wrong key,
 // OSError when the node cannot be reached.

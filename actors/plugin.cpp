@@ -10,6 +10,7 @@ constexpr multiproc::actors::plugin_table table{
     multiproc::actors::make_node_agent,
     multiproc::actors::run_node_proxy,
     multiproc::actors::node_cpu_count,
+    multiproc::actors::run_actor_link,
 };
 
 } // namespace

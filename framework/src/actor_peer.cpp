@@ -1,6 +1,7 @@
 #include "actor_peer.hpp"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <unordered_map>
 
 #include "actor_loop.hpp"
+#include "actor_node.hpp"
 #include "actor_socket.hpp"
 #include "launch.hpp"
 #include "log.hpp"
@@ -55,6 +57,9 @@ std::optional<int> exit_code_of_stranger(pid_t pid) {
   if (!ended) return std::nullopt;
   return zombie_exit_code(pid);
 }
+
+// How long a dropped connection to an actor on a node waits for its link process to end.
+constexpr std::chrono::seconds link_patience{2};
 
 // Posted bytes to one actor beyond which the sender writes them itself.
 constexpr std::size_t max_posted = 256 * 1024;
@@ -176,6 +181,12 @@ actor_peer::actor_peer(int fd, ActorRef ref) : fd_(fd), ref_(std::move(ref)) { r
 actor_peer::~actor_peer() {
   unregister_internal_fd(fd_);
   ::close(fd_);
+  if (link_pidfd_ < 0) return;
+  // The link process ends at this EOF; one that does not is killed.
+  if (!block_until_readable(link_pidfd_, deadline_after(link_patience))) pidfd_send_signal(link_pidfd_, SIGKILL);
+  try_reap(link_pidfd_, true);
+  unregister_internal_fd(link_pidfd_);
+  ::close(link_pidfd_);
 }
 
 bool actor_peer::write(std::string& frame) {
@@ -367,12 +378,22 @@ std::shared_ptr<actor_peer> peer_for(const ActorRef& ref) {
     auto it = p.by_address.find(ref.address());
     if (it != p.by_address.end()) return it->second;
   }
-  int fd = connect_abstract(ref.address());
-  if (fd < 0) return nullptr;
-  auto peer = std::make_shared<actor_peer>(fd, ref);
+  std::shared_ptr<actor_peer> peer;
+  if (is_remote_address(ref.address())) {
+    peer = connect_remote(ref);
+  } else if (int fd = connect_abstract(ref.address()); fd >= 0) {
+    peer = std::make_shared<actor_peer>(fd, ref);
+  }
+  if (!peer) return nullptr;
   std::lock_guard lk(p.m);
   // Another thread may have connected meanwhile: keep one connection, so that order holds.
   return p.by_address.try_emplace(ref.address(), peer).first->second;
+}
+
+void adopt_peer(std::shared_ptr<actor_peer> peer) {
+  auto& p = peers();
+  std::lock_guard lk(p.m);
+  p.by_address.try_emplace(peer->ref().address(), std::move(peer));
 }
 
 void forget_peer(actor_peer& peer) {
@@ -428,7 +449,8 @@ int learn_exit_code(const ActorRef& ref, std::optional<int> notice) {
   if (auto code = recorded_end(ref)) return *code;
   if (notice) return *notice;
   if (auto code = reap_spawned(ref, deadline_after(std::chrono::seconds(5)))) return *code;
-  if (ref.pid() <= 0) return 255;
+  // An actor on a node: its pid means another process here.
+  if (ref.pid() <= 0 || is_remote_address(ref.address())) return 255;
   return exit_code_of_stranger(ref.pid()).value_or(255);
 }
 

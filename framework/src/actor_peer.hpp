@@ -37,6 +37,8 @@ public:
 
   int fd() const { return fd_; }
   const ActorRef& ref() const { return ref_; }
+  // For an actor on a node: the link process relaying fd (actor_node.hpp), reaped with the peer.
+  void own_link(int pidfd) { link_pidfd_ = pidfd; }
   // Writes what post() queued, then one whole frame (buffer with wire header space), in that
   // order. false when the actor is gone.
   bool write(std::string& frame);
@@ -76,6 +78,7 @@ private:
   bool write_locked(std::string* frame);
 
   int fd_;
+  int link_pidfd_ = -1;
   ActorRef ref_;
   std::mutex write_m_;  // the socket's write side; held across the write
   std::mutex box_m_;    // guards box_
@@ -101,6 +104,8 @@ void become_loop_thread();
 // This process's connection to the actor: opened on first use, nullptr when the actor has ended
 // (nobody listens at its address any more).
 std::shared_ptr<actor_peer> peer_for(const ActorRef& ref);
+// Caches a connection made otherwise (to an actor spawned on a node), unless one is cached already.
+void adopt_peer(std::shared_ptr<actor_peer> peer);
 // Drops a cached connection, remembering the actor's exit code when it has ended (its socket is
 // closed then; later peer_for calls for it give nullptr).
 void forget_peer(actor_peer& peer);

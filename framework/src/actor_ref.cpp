@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "actor_loop.hpp"
+#include "actor_node.hpp"
 #include "actor_peer.hpp"
 #include "actor_socket.hpp"
 #include "launch.hpp"
@@ -46,10 +47,18 @@ void wait_or_kill_stranger(int pidfd, Deadline deadline) {
 
 // Waits until the connection shows the actor's end, so that its exit code is learnt and the
 // connection freed.
+// Whether the connection showed the actor's end before the deadline.
+bool await_end(actor_peer& peer, Deadline deadline) {
+  while (!peer.pump()) {
+    if (Clock::now() >= *deadline) return false;
+    block_until_readable(peer.fd(), deadline);
+  }
+  return true;
+}
+
 void settle(const std::shared_ptr<actor_peer>& peer) {
   if (!peer) return;
-  auto deadline = deadline_after(std::chrono::seconds(5));
-  while (!peer->pump() && Clock::now() < *deadline) block_until_readable(peer->fd(), deadline);
+  await_end(*peer, deadline_after(std::chrono::seconds(5)));
   forget_peer(*peer);
 }
 
@@ -221,6 +230,9 @@ void ActorRef::stop_for(std::chrono::milliseconds grace) const {
     if (peer) detail::ask_to_stop(*peer);
     if (!process->join(std::chrono::duration<double>(*deadline - detail::Clock::now()))) process->kill();
     detail::reap_spawned(*this, std::nullopt);
+  } else if (peer && detail::is_remote_address(address_)) {
+    detail::ask_to_stop(*peer);
+    if (!detail::await_end(*peer, deadline)) detail::kill_on_node(*this);
   } else if (peer) {
     int pidfd = detail::pidfd_open(pid_);
     // The connection still open after the pidfd was made proves the pid is still this actor's.

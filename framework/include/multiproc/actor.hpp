@@ -221,6 +221,8 @@ private:
 struct ActorOptions {
   std::string name{};                         // non-empty: registered host-wide under it
   std::optional<StartMethod> start_method{};  // as Process's; nullopt: get_start_method()
+  std::string node{};     // non-empty: "host:port" of a node (node.hpp) that runs the actor
+  std::string authkey{};  // the node's key
 };
 
 namespace detail {
@@ -268,6 +270,21 @@ Process actor_process(std::optional<StartMethod> method, ActorSeat seat, F& init
     return Process(std::move(process), &run_actor_target<F, A...>, std::move(seat), init, args...);
   }
 }
+// Starts the actor on options.node: init must be exported (ValueError naming MULTIPROC_EXPORT),
+// args is its arguments packed as one array. AuthenticationError on a wrong key, OSError when the
+// node cannot be reached.
+ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, std::string args);
+template <class Tuple, std::size_t... I>
+auto tuple_tail(std::index_sequence<I...>) -> std::tuple<std::tuple_element_t<I + 1, Tuple>...>;
+template <auto F>
+void start_exported_actor(const ActorSeat& seat, std::string_view args) {
+  using params = typename fn_traits<decltype(F)>::args;
+  using rest = decltype(tuple_tail<params>(std::make_index_sequence<std::tuple_size_v<params> - 1>()));
+  auto values = decode<rest>(args);
+  run_actor(seat, [&](ActorContext& ctx) -> Behavior {
+    return std::apply([&](auto&... a) { return F(ctx, a...); }, values);
+  });
+}
 // Takes the actor's seat (its name, ValueError when taken), starts the Process that
 // make_process(options' start method, seat) builds, and keeps it. held_name_fd >= 0: the name's
 // listening socket, bound by a caller that keeps it across incarnations (a supervisor, so that
@@ -286,6 +303,16 @@ template <class F, class... A>
 ActorRef spawn(ActorOptions options, F init, A... args) {
   static_assert(std::is_invocable_r_v<Behavior, F&, ActorContext&, A&...>,
                 "multiproc::spawn: init must be callable as init(ActorContext&, args...) and return a Behavior");
+  if (!options.node.empty()) {
+    if constexpr (!detail::plain_function<F>) {
+      throw ValueError("an actor on a node runs an init marked MULTIPROC_EXPORT(function), not " + detail::type_name<F>());
+    } else if constexpr (!(detail::packable<A> && ...)) {
+      throw ValueError("the arguments of an actor on a node cross as MessagePack: handles cannot go to another host");
+    } else {
+      return detail::spawn_on_node(options, reinterpret_cast<detail::erased_fn>(+init),
+                                   detail::encode(std::tuple<A...>(args...)));
+    }
+  }
   return detail::spawn_actor(options, [&](std::optional<StartMethod> method, detail::ActorSeat seat) {
     return detail::actor_process(method, std::move(seat), init, args...);
   });

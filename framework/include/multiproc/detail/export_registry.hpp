@@ -5,17 +5,42 @@
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
 
 #include "multiproc/detail/pool_task.hpp"
 
+namespace multiproc {
+class ActorContext;
+}
+
 namespace multiproc::detail {
+
+struct ActorSeat;
+// Runs an exported actor init in the actor's process: args are its arguments after the context,
+// packed as one MessagePack array (actor.hpp defines it).
+using actor_starter = void (*)(const ActorSeat& seat, std::string_view args);
+template <auto F>
+void start_exported_actor(const ActorSeat& seat, std::string_view args);
 
 struct exported_function {
   const char* name;
   erased_fn fn;
-  chunk_runner each;  // map/imap (one argument); null when the function takes another number
-  chunk_runner star;  // apply/starmap
+  chunk_runner each;     // map/imap (one argument); null when the function takes another number
+  chunk_runner star;     // apply/starmap; null for an actor init
+  actor_starter actor;   // an actor init, init(ActorContext&, args...); else null
 };
+
+template <class Fn>
+constexpr bool is_actor_init() {
+  using args = typename fn_traits<Fn>::args;
+  if constexpr (std::tuple_size_v<args> == 0) {
+    return false;
+  } else {
+    return std::is_same_v<std::tuple_element_t<0, args>, ActorContext>;
+  }
+}
 
 // Registers at static initialization; a name registered twice keeps the first.
 bool register_export(const exported_function& entry);
@@ -28,9 +53,13 @@ bool export_function(const char* name) {
   using Fn = decltype(F);
   static_assert(std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>,
                 "MULTIPROC_EXPORT takes a function at namespace scope");
-  chunk_runner each = nullptr;
-  if constexpr (fn_traits<Fn>::arity == 1) each = &run_each<Fn>;
-  return register_export({name, reinterpret_cast<erased_fn>(F), each, &run_star<Fn>});
+  if constexpr (is_actor_init<Fn>()) {
+    return register_export({name, reinterpret_cast<erased_fn>(F), nullptr, nullptr, &start_exported_actor<F>});
+  } else {
+    chunk_runner each = nullptr;
+    if constexpr (fn_traits<Fn>::arity == 1) each = &run_each<Fn>;
+    return register_export({name, reinterpret_cast<erased_fn>(F), each, &run_star<Fn>, nullptr});
+  }
 }
 
 } // namespace multiproc::detail

@@ -1,0 +1,255 @@
+#include "actors/actor_link.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <caf/io/all.hpp>
+#include <algorithm>
+#include <cstring>
+
+#include "actors/node_agent.hpp"
+#include "framework/src/actor_node.hpp"
+#include "framework/src/actor_peer.hpp"
+#include "framework/src/actor_socket.hpp"
+#include "framework/src/launch.hpp"
+#include "multiproc/detail/export_registry.hpp"
+#include "multiproc/errors.hpp"
+
+namespace multiproc::actors {
+
+namespace {
+
+using bytes_atom = caf::atom_constant<caf::atom("mp_bytes")>;
+using go_atom = caf::atom_constant<caf::atom("mp_go")>;
+
+constexpr std::size_t pipe_read = 64 * 1024;
+
+struct pipe_state {
+  caf::actor peer;                     // the other pipe of the link
+  caf::io::connection_handle local;    // this host's end of the connection
+  int actor_pidfd = -1;                // the actor this pipe owns (its spawner's link), or -1
+};
+using pipe_actor = caf::stateful_actor<pipe_state, caf::io::broker>;
+
+void write_bytes(pipe_actor* self, const std::vector<char>& bytes) {
+  self->write(self->state.local, bytes.size(), bytes.data());
+  self->flush(self->state.local);
+}
+
+// The exit notice the actor's code would have sent, for an actor that could not (killed).
+std::vector<char> exit_notice(int code) {
+  auto frame = detail::control_frame(detail::actor_frame::exit_notice, 0, code);
+  std::string out;
+  detail::append_frame(out, std::string_view(frame).substr(detail::frame_reserve));
+  return {out.begin(), out.end()};
+}
+
+// Reaps the owned actor, killing it first unless it is ending anyway; its exit code.
+int end_owned_actor(pipe_state& st, bool kill) {
+  if (kill) detail::pidfd_send_signal(st.actor_pidfd, SIGKILL);
+  int code = detail::try_reap(st.actor_pidfd, true).value_or(255);
+  detail::unregister_internal_fd(st.actor_pidfd);
+  ::close(std::exchange(st.actor_pidfd, -1));
+  return code;
+}
+
+// Starts relaying: bytes from the local end go to peer.
+void start(pipe_actor* self, const caf::actor& peer) {
+  self->state.peer = peer;
+  self->configure_read(self->state.local, caf::io::receive_policy::at_most(pipe_read));
+}
+
+// The handlers both pipes share: relay, and end with either end.
+caf::message_handler relay(pipe_actor* self) {
+  self->set_down_handler([=](caf::down_msg& msg) {
+    if (msg.source != self->state.peer) return;
+    if (self->state.actor_pidfd >= 0) end_owned_actor(self->state, true);
+    self->quit();
+  });
+  return {
+      [=](caf::io::new_data_msg& msg) { self->send(self->state.peer, bytes_atom::value, std::move(msg.buf)); },
+      [=](bytes_atom, const std::vector<char>& bytes) { write_bytes(self, bytes); },
+      [=](const caf::io::connection_closed_msg&) {
+        if (self->state.actor_pidfd >= 0 && self->state.peer)
+          self->send(self->state.peer, bytes_atom::value, exit_notice(end_owned_actor(self->state, false)));
+        self->quit();
+      },
+  };
+}
+
+// ---- node side -------------------------------------------------------------------------------
+
+// The node's pipe: relays the connection fd to the actor once the client's pipe says go.
+caf::behavior node_pipe(pipe_actor* self, int fd, caf::actor client, int actor_pidfd) {
+  self->state.local = self->add_scribe(fd);
+  self->state.actor_pidfd = actor_pidfd;
+  self->state.peer = client;
+  self->monitor(client);
+  return relay(self).or_else(caf::message_handler{[=](go_atom) { start(self, self->state.peer); }});
+}
+
+// Closes every descriptor but the standard ones and keep (sorted, >= 3): an actor of the node
+// must not hold the node's connections.
+void close_all_but(std::vector<int> keep) {
+  unsigned from = 3;
+  std::sort(keep.begin(), keep.end());
+  for (int fd : keep) {
+    if (fd < 0) continue;
+    if (static_cast<unsigned>(fd) > from) ::close_range(from, static_cast<unsigned>(fd) - 1, 0);
+    from = static_cast<unsigned>(fd) + 1;
+  }
+  ::close_range(from, ~0U, 0);
+}
+
+struct spawned {
+  int fd;      // connected to the actor
+  int pidfd;
+  pid_t pid;
+  std::string address;
+};
+
+spawned spawn_here(const detail::link_request& req) {
+  const auto* entry = detail::find_export(req.init);
+  if (!entry || !entry->actor)
+    throw ValueError("the node exports no actor init named '" + req.init +
+                     "': mark it MULTIPROC_EXPORT in the program the node runs");
+  detail::ActorSeat seat{req.target, detail::new_actor_address(), -1, -1};
+  seat.listen_fd = detail::listen_abstract(seat.address);
+  if (seat.listen_fd < 0) throw OSError(std::string("cannot bind an actor's socket: ") + std::strerror(errno), errno);
+  auto close_seat = [&] {
+    for (int fd : {seat.listen_fd, seat.name_fd})
+      if (fd >= 0) ::close(fd);
+  };
+  if (!req.target.empty()) {
+    seat.name_fd = detail::listen_abstract(detail::actor_name_address(req.target));
+    if (seat.name_fd < 0) {
+      int err = errno;
+      close_seat();
+      if (err == EADDRINUSE) throw ValueError("the actor name '" + req.target + "' is taken on the node");
+      throw OSError("cannot register the actor name '" + req.target + "': " + std::strerror(err), err);
+    }
+  }
+  detail::Forked child;
+  try {
+    auto identity = detail::next_child_identity();
+    std::string name = req.target.empty() ? "NodeActor-" + std::to_string(identity.back()) : req.target;
+    child = detail::fork_child({name, false, identity}, [&] {
+      return detail::run_guarded([&] {
+        close_all_but({seat.listen_fd, seat.name_fd});
+        entry->actor(seat, req.args);
+      });
+    });
+  } catch (...) {
+    close_seat();
+    throw;
+  }
+  close_seat();
+  int fd = detail::connect_abstract(seat.address);
+  if (fd < 0) {
+    detail::pidfd_send_signal(child.pidfd, SIGKILL);
+    detail::try_reap(child.pidfd, true);
+    ::close(child.pidfd);
+    throw OSError("the actor's process ended before it took its socket", ECHILD);
+  }
+  return {fd, child.pidfd, child.pid, seat.address};
+}
+
+// Kills the actor at req.target if pid is still its process: its socket still accepting after the
+// pidfd was opened proves that the pid was not reused.
+void kill_here(const detail::link_request& req) {
+  int pidfd = detail::pidfd_open(req.pid);
+  if (pidfd < 0) return;
+  if (int fd = detail::connect_abstract(req.target); fd >= 0) {
+    ::close(fd);
+    detail::pidfd_send_signal(pidfd, SIGKILL);
+  }
+  ::close(pidfd);
+}
+
+} // namespace
+
+caf::result<caf::actor, std::vector<char>> open_actor_link(caf::event_based_actor* self, const caf::actor& client,
+                                                           const std::vector<char>& request) {
+  auto& mm = self->home_system().middleman();
+  detail::link_answer answer;
+  caf::actor pipe;
+  try {
+    auto req = detail::decode<detail::link_request>(std::string_view(request.data(), request.size()));
+    if (req.kind == 's') {
+      auto s = spawn_here(req);
+      pipe = mm.spawn_broker(node_pipe, s.fd, client, s.pidfd);
+      answer = {'k', "", static_cast<int>(s.pid), s.address};
+    } else if (req.kind == 'k') {
+      kill_here(req);
+      answer = {'x', "killed", 0, req.target};
+    } else if (int fd = detail::connect_abstract(req.target); fd >= 0) {
+      pipe = mm.spawn_broker(node_pipe, fd, client, -1);
+      answer = {'k', "", 0, req.target};
+    } else {
+      answer = {'x', "the actor has ended", 0, req.target};
+    }
+  } catch (...) {
+    answer = detail::error_answer(std::current_exception());
+  }
+  auto packed = detail::encode(answer);
+  return {pipe, std::vector<char>(packed.begin(), packed.end())};
+}
+
+// ---- client side: the link process -----------------------------------------------------------
+
+namespace {
+
+void write_answer(pipe_actor* self, std::string_view packed) {
+  std::string frame;
+  detail::append_frame(frame, packed);
+  write_bytes(self, std::vector<char>(frame.begin(), frame.end()));
+}
+
+void fail(pipe_actor* self, std::string message) {
+  write_answer(self, detail::encode(detail::link_answer{'o', std::move(message), 0, ""}));
+  self->quit();
+}
+
+// The client's pipe: asks the agent for the link, passes its answer on, then relays.
+caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vector<char> request) {
+  self->state.local = self->add_scribe(sock);
+  self->monitor(agent);
+  self->set_down_handler([=](caf::down_msg& msg) {
+    if (msg.source == agent && !self->state.peer) fail(self, "the node was lost: " + self->home_system().render(msg.reason));
+  });
+  self->request(agent, caf::infinite, actor_link_atom::value, caf::actor_cast<caf::actor>(self), std::move(request))
+      .then(
+          [=](caf::actor& pipe, std::vector<char>& answer) {
+            write_answer(self, std::string_view(answer.data(), answer.size()));
+            if (!pipe) return self->quit();
+            self->send(pipe, go_atom::value);
+            self->demonitor(agent);
+            self->monitor(pipe);
+            start(self, pipe);
+            self->become(caf::behavior{relay(self)});
+          },
+          [=](caf::error& e) { fail(self, self->home_system().render(e)); });
+  // Until the answer: the process that asked closed its end, so the link is not wanted.
+  return {[=](const caf::io::connection_closed_msg&) { self->quit(); }};
+}
+
+} // namespace
+
+int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request) {
+  auto& sys = lasting_system();
+  caf::actor agent;
+  try {
+    agent = basp_connect(sys, connect_node(node, authkey), node);
+  } catch (...) {
+    std::string frame;
+    detail::append_frame(frame, detail::encode(detail::error_answer(std::current_exception())));
+    (void)!::write(sock, frame.data(), frame.size());
+    return 0;
+  }
+  auto pipe = sys.middleman().spawn_broker(client_pipe, sock, agent, std::vector<char>(request.begin(), request.end()));
+  caf::scoped_actor self{sys};
+  self->wait_for(pipe);
+  return 0;
+}
+
+} // namespace multiproc::actors

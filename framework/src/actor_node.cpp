@@ -1,0 +1,188 @@
+// Actors on nodes, this process's half: spawning one (ActorOptions::node) and reaching one, each
+// through a link process that relays a socketpair to the actor over the node's BASP connection
+// (actors/actor_link.hpp). The socketpair then carries the local actor protocol unchanged, so
+// every ActorRef operation works on it as on a local actor's socket.
+#include "actor_node.hpp"
+
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "actor_peer.hpp"
+#include "actor_socket.hpp"
+#include "actors_plugin.hpp"
+#include "crypto.hpp"
+#include "launch.hpp"
+#include "multiproc/detail/export_registry.hpp"
+
+namespace multiproc::detail {
+
+namespace {
+
+constexpr std::string_view node_separator = "/@";
+
+struct node_keys {
+  std::mutex m;
+  std::map<std::string, std::string> by_node;
+};
+
+node_keys& keys() {
+  static auto* k = new node_keys;  // never destroyed: forked children inherit and use it
+  return *k;
+}
+
+void remember_key(const std::string& node, const std::string& authkey) {
+  auto& k = keys();
+  std::lock_guard lk(k.m);
+  k.by_node[node] = authkey;
+}
+
+std::string key_for(const std::string& node) {
+  {
+    auto& k = keys();
+    std::lock_guard lk(k.m);
+    if (auto it = k.by_node.find(node); it != k.by_node.end()) return it->second;
+  }
+  if (const char* key = std::getenv("MULTIPROC_AUTHKEY"); key && *key) return key;
+  throw ValueError("no authkey is known for node " + node +
+                   ": spawn an actor there from this process (or an ancestor it was forked from), or set "
+                   "MULTIPROC_AUTHKEY");
+}
+
+[[noreturn]] void raise_answer(const link_answer& a, const std::string& node) {
+  std::string what = "node " + node + ": " + a.message;
+  switch (a.kind) {
+  case 'a': throw AuthenticationError(what);
+  case 'v': throw ValueError(what);
+  case 'o': throw OSError(what, EHOSTUNREACH);
+  default: throw Error(what);
+  }
+}
+
+struct link {
+  int fd = -1;     // this process's end, relayed to the actor
+  int pidfd = -1;  // the link process
+  link_answer answer;
+};
+
+void close_link(link& l) {
+  if (l.fd >= 0) {
+    unregister_internal_fd(l.fd);
+    ::close(l.fd);
+  }
+  try_reap(l.pidfd, true);
+  unregister_internal_fd(l.pidfd);
+  ::close(l.pidfd);
+}
+
+// Starts a link process for req and reads the node's answer. The process ends when this end
+// closes or the link breaks; PR_SET_PDEATHSIG is off so that it does not end with the thread that
+// happened to open it.
+link open_link(const std::string& node, const std::string& authkey, const link_request& req) {
+  const auto& plugin = actors_plugin();
+  crypto();  // before the fork: the link process authenticates
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    throw OSError(std::string("socketpair failed: ") + std::strerror(errno), errno);
+  register_internal_fd(sv[0]);
+  register_internal_fd(sv[1]);
+  auto request = encode(req);
+  link l;
+  l.fd = sv[0];
+  Forked child;
+  try {
+    child = fork_child({"ActorLink", true, next_child_identity()},
+                       [&] {
+                         ::prctl(PR_SET_PDEATHSIG, 0);
+                         return plugin.run_actor_link(sv[1], node, authkey, request);
+                       },
+                       {sv[1]});
+  } catch (...) {
+    for (int fd : sv) {
+      unregister_internal_fd(fd);
+      ::close(fd);
+    }
+    throw;
+  }
+  unregister_internal_fd(sv[1]);
+  ::close(sv[1]);
+  l.pidfd = child.pidfd;
+  try {
+    l.answer = decode<link_answer>(read_payload(l.fd, read_frame_header(l.fd)));
+  } catch (const Error&) {
+    close_link(l);
+    throw Error("node " + node + ": the actor link process ended without an answer");
+  }
+  return l;
+}
+
+std::shared_ptr<actor_peer> peer_on(link& l, const ActorRef& ref) {
+  unregister_internal_fd(l.fd);  // the peer registers it as its own
+  auto peer = std::make_shared<actor_peer>(l.fd, ref);
+  peer->own_link(l.pidfd);
+  return peer;
+}
+
+} // namespace
+
+link_answer error_answer(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const AuthenticationError& e) {
+    return {'a', e.what(), 0, ""};
+  } catch (const ValueError& e) {
+    return {'v', e.what(), 0, ""};
+  } catch (const OSError& e) {
+    return {'o', e.what(), 0, ""};
+  } catch (const std::exception& e) {
+    return {'e', e.what(), 0, ""};
+  }
+}
+
+bool is_remote_address(std::string_view address) { return address.find(node_separator) != std::string_view::npos; }
+std::string_view node_of(std::string_view address) { return address.substr(0, address.find(node_separator)); }
+std::string_view address_on_node(std::string_view address) {
+  return address.substr(address.find(node_separator) + 1);
+}
+
+std::shared_ptr<actor_peer> connect_remote(const ActorRef& ref) {
+  std::string node(node_of(ref.address()));
+  auto l = open_link(node, key_for(node), {'c', std::string(address_on_node(ref.address())), "", "", 0});
+  if (l.answer.kind == 'k') return peer_on(l, ref);
+  close_link(l);
+  if (l.answer.kind == 'x') return nullptr;
+  raise_answer(l.answer, node);
+}
+
+void kill_on_node(const ActorRef& ref) {
+  std::string node(node_of(ref.address()));
+  auto l = open_link(node, key_for(node), {'k', std::string(address_on_node(ref.address())), "", "", ref.pid()});
+  close_link(l);
+}
+
+ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, std::string args) {
+  const auto* entry = find_export(init);
+  if (!entry || !entry->actor)
+    throw ValueError("an actor on a node runs only an init marked MULTIPROC_EXPORT(function): export it (at "
+                     "namespace scope, in the program the node runs too)");
+  if (options.authkey.empty())
+    throw ValueError("an actor on a node needs ActorOptions::authkey: nodes never accept a connection without it");
+  if (!options.name.empty()) actor_name_address(options.name);  // ValueError on a bad name, before any fork
+  remember_key(options.node, options.authkey);
+  auto l = open_link(options.node, options.authkey, {'s', options.name, entry->name, std::move(args), 0});
+  if (l.answer.kind != 'k') {
+    close_link(l);
+    raise_answer(l.answer, options.node);
+  }
+  auto ref = actor_ref_access::make(options.name, l.answer.pid, options.node + "/" + l.answer.address);
+  adopt_peer(peer_on(l, ref));
+  return ref;
+}
+
+} // namespace multiproc::detail
