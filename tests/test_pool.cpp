@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -100,6 +101,57 @@ std::vector<int> squares(int n) {
   for (int x : iota(n)) out.push_back(x * x);
   return out;
 }
+
+// A pipe made before a pool, so that its workers hold both ends: a task signals the test
+// through it while the test is still inside the call that submitted the task.
+struct signal_pipe {
+  int fds[2];
+  signal_pipe() { REQUIRE(::pipe(fds) == 0); }
+  ~signal_pipe() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  bool post() const { return ::write(fds[1], "x", 1) == 1; }
+  // Whether a signal came within patience (and takes it).
+  bool take() const {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(patience).count())) != 1) return false;
+    char c;
+    return ::read(fds[0], &c, 1) == 1;
+  }
+};
+const signal_pipe* task_signal = nullptr;  // set before the pool forks its workers
+
+int signal_at_zero(int x) {
+  if (x == 0 && !task_signal->post()) return -1;
+  return x;
+}
+int wait_signal_at_last(int x) {
+  if (x == 19 && !task_signal->take()) return -1;
+  return x;
+}
+
+// An item whose conversion to the task's int parameter runs while the pool packs the call:
+// the gate waits for the task signal, the bomb throws.
+struct gated_item {
+  int value;
+  bool gate;
+  bool* opened;
+  operator int() const {
+    if (gate) *opened = task_signal->take();
+    return value;
+  }
+};
+struct bomb_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct bomb_item {
+  int value;
+  operator int() const {
+    if (value < 0) throw bomb_error("item " + std::to_string(-value) + " cannot be packed");
+    return value;
+  }
+};
 
 } // namespace
 
@@ -472,4 +524,64 @@ TEST_CASE("pool: without the actor plugin next to libmultiproc, Pool raises Impo
 TEST_CASE("pool: at a thread limit Pool() throws OSError instead of hanging and starts once the limit is lifted",
           "[pool]") {
   multiproc_test::check_starts_at_thread_limits("pool");
+}
+
+TEST_CASE("pool: map runs its first chunk while its later items are still being packed", "[pool]") {
+  signal_pipe pipe;
+  task_signal = &pipe;
+  mp::Pool pool(2);
+  // Chunks of 10000 numbers are each a segment of their own: the first is handed to a worker
+  // before the last item is converted, and that conversion waits for the first task's signal.
+  bool opened = false;
+  std::vector<gated_item> items;
+  for (int i = 0; i < 40000; ++i) items.push_back({i, i == 39999, &opened});
+  auto got = pool.map(signal_at_zero, items, 10000);
+  CHECK(opened);
+  REQUIRE(got.size() == items.size());
+  CHECK(got.front() == 0);
+  CHECK(got.back() == 39999);
+}
+
+TEST_CASE("pool: an item that throws while a map is packed reaches the caller, and the pool carries on", "[pool]") {
+  mp::Pool pool(2);
+  std::vector<bomb_item> items;
+  for (int i = 0; i < 50000; ++i) items.push_back({i == 45000 ? -i : i});
+  bool called = false;
+  // Chunks sent before the bad item run; the call fails as a whole, its callbacks never run.
+  CHECK_THROWS_AS(pool.map_async(square, items, 5000, [&](const std::vector<int>&) { called = true; },
+                                 [&](std::exception_ptr) { called = true; }),
+                  bomb_error);
+  CHECK_THROWS_AS(pool.imap(square, items, 5000), bomb_error);
+  CHECK(pool.map(square, iota(1000)) == squares(1000));
+  auto pids = pool.worker_pids();
+  pool.close();
+  pool.join();  // returns: the failed calls' chunks that were sent are all accounted for
+  CHECK_FALSE(called);
+  auto children = children_of_this_process();
+  for (pid_t pid : pids) CHECK(std::find(children.begin(), children.end(), pid) == children.end());
+}
+
+TEST_CASE("pool: a map of two million items returns every result in order", "[pool]") {
+  mp::Pool pool(2);
+  std::vector<std::int64_t> items(2'000'000);
+  std::iota(items.begin(), items.end(), std::int64_t{-1'000'000});
+  auto got = pool.map(negate64, items);
+  REQUIRE(got.size() == items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) REQUIRE(got[i] == -items[i]);
+  std::size_t seen = 0;
+  for (auto r : pool.imap(negate64, items, 4096)) REQUIRE(r == -items[seen++]);
+  CHECK(seen == items.size());
+}
+
+TEST_CASE("pool: imap yields its first result while its last task still waits for the caller", "[pool]") {
+  signal_pipe pipe;
+  task_signal = &pipe;
+  mp::Pool pool(2);
+  auto it = pool.imap(wait_signal_at_last, iota(20), 1);
+  CHECK(it.next(patience) == 0);
+  REQUIRE(pipe.post());  // only now can the last task finish
+  std::vector<int> rest;
+  while (auto r = it.next(patience)) rest.push_back(*r);
+  CHECK(rest.size() == 19);
+  CHECK(rest.back() == 19);
 }

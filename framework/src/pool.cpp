@@ -9,11 +9,13 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <iostream>
@@ -147,13 +149,25 @@ std::string describe_timeout(const in_flight& chunk, std::chrono::milliseconds l
 
 } // namespace
 
+void prefault(void* data, std::size_t bytes) {
+  constexpr std::size_t worth = 256 * 1024;  // below this the faults cost less than the call
+  if (bytes < worth) return;
+  auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
+  auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(page - 1);
+  // Before Linux 5.14 this fails with EINVAL and the writes fault page by page, as without it.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+}
+
 class pool_core final : public actors::pool_control, public std::enable_shared_from_this<pool_core> {
 public:
   explicit pool_core(PoolOptions options);
   ~pool_core() override;
   void start();
 
-  void submit(std::shared_ptr<submission> sub);
+  void handover(const std::shared_ptr<submission>& sub, std::string bytes, std::vector<submission::chunk> chunks);
+  void seal(submission& sub);
+  void abandon(submission& sub);
   void poll();
   void close();
   void terminate();
@@ -427,21 +441,46 @@ std::vector<pid_t> pool_core::pids() const {
 
 // ---- sending ------------------------------------------------------------------------------
 
-void pool_core::submit(std::shared_ptr<submission> sub) {
-  check_owner();
-  if (!options_.nodes.empty()) check_exported(sub->fn);
+// A call's first segment enters it into the pool (a closed pool refuses it; a terminated one
+// refuses the later ones too); the job counts one chunk more than it has, its seal, so that it
+// cannot finish while chunks may still come.
+void pool_core::handover(const std::shared_ptr<submission>& sub, std::string bytes,
+                         std::vector<submission::chunk> chunks) {
   auto& j = *sub->owner;
-  j.pool = weak_from_this();
-  j.chunks_left = sub->chunks.size();
-  std::lock_guard lk(m_);
-  if (state_ != state::running) throw ValueError("Pool not running: no tasks can be submitted after close() or terminate()");
-  ++unfinished_;
-  if (sub->chunks.empty()) {
-    finish(j);
-    return;
+  bool first = sub->segments.empty();
+  if (first) {
+    check_owner();
+    if (!options_.nodes.empty()) check_exported(sub->fn);
+    j.pool = weak_from_this();
   }
-  for (std::size_t i = 0; i < sub->chunks.size(); ++i) add_pending({sub, i}, queue_end::back);
+  std::lock_guard lk(m_);
+  if (first ? state_ != state::running : state_ == state::terminated)
+    throw ValueError("Pool not running: no tasks can be submitted after close() or terminate()");
+  if (first) {
+    j.chunks_left = sub->total + 1;
+    ++unfinished_;
+  }
+  auto segment = sub->segments.size();
+  sub->segments.push_back(std::move(bytes));
+  for (auto& c : chunks) {
+    c.segment = segment;
+    sub->chunks.push_back(c);
+    add_pending({sub, sub->chunks.size() - 1}, queue_end::back);
+  }
   dispatch();
+}
+
+void pool_core::seal(submission& sub) {
+  std::lock_guard lk(m_);
+  chunk_done(*sub.owner);
+}
+
+void pool_core::abandon(submission& sub) {
+  std::lock_guard lk(m_);
+  if (sub.segments.empty()) return;  // the call never entered the pool
+  auto& j = *sub.owner;
+  j.chunks_left -= sub.total - sub.chunks.size();
+  chunk_done(j);
 }
 
 void pool_core::dispatch() {
@@ -471,7 +510,7 @@ void pool_core::send_chunk(worker& w, chunk_ref ref) {
   put_be32(w.out, static_cast<std::uint32_t>(size));
   w.out.append(reinterpret_cast<const char*>(&ref.sub->runner), sizeof ref.sub->runner);
   w.out.append(reinterpret_cast<const char*>(&ref.sub->fn), sizeof ref.sub->fn);
-  w.out.append(ref.sub->args, span.offset, span.size);
+  w.out.append(ref.sub->segments[span.segment], span.offset, span.size);
   w.inflight.push_back({std::move(ref), Clock::now()});
   --w.budget;
   ++in_flight_;
@@ -854,7 +893,12 @@ Pool::~Pool() {
   }
 }
 
-void Pool::submit(std::shared_ptr<detail::submission> sub) { core_->submit(std::move(sub)); }
+void Pool::handover(const std::shared_ptr<detail::submission>& sub, std::string bytes,
+                    std::vector<detail::submission::chunk> chunks) {
+  core_->handover(sub, std::move(bytes), std::move(chunks));
+}
+void Pool::seal(detail::submission& sub) { core_->seal(sub); }
+void Pool::abandon(detail::submission& sub) { core_->abandon(sub); }
 void Pool::close() { core_->close(); }
 void Pool::terminate() { core_->terminate(); }
 void Pool::join() { core_->join(); }

@@ -223,10 +223,10 @@ public:
     using R = detail::task_result_t<F>;
     if constexpr (detail::check_apply<F, A...>()) {
       auto job = std::make_shared<detail::single_job<R>>();
+      auto sub = submit_items<detail::run_star<detail::fn_ptr_t<F>>>(f, job, std::span(&a.values, 1), 1,
+                                                                    detail::pack_arguments<F>{});
       job->set_callbacks(adapt<R>(std::move(callback)), std::move(error_callback));
-      auto sub = make_submission<detail::run_star<detail::fn_ptr_t<F>>>(f, job);
-      detail::pack_chunks(*sub, std::span(&a.values, 1), 1, detail::pack_arguments<F>{});
-      submit(std::move(sub));
+      seal(*sub);
       return AsyncResult<R>(std::move(job));
     } else {
       return AsyncResult<R>(nullptr);  // never runs: the call did not compile
@@ -302,13 +302,23 @@ private:
     return sub;
   }
 
-  // Queues the items in chunks of chunksize for Runner to run with f in the workers.
+  // Queues the items in chunks of chunksize for Runner to run with f in the workers, each segment
+  // as soon as it is packed. The job cannot finish before seal(); when packing throws, the
+  // chunks already queued still run, the job ends with them, and no callback runs.
   template <auto Runner, class F, class Range, class PackItem>
-  void submit_items(F f, std::shared_ptr<detail::job> job, const Range& items, std::size_t chunksize,
-                    PackItem pack_item) {
+  std::shared_ptr<detail::submission> submit_items(F f, std::shared_ptr<detail::job> job, const Range& items,
+                                                   std::size_t chunksize, PackItem pack_item) {
     auto sub = make_submission<Runner>(f, std::move(job));
-    detail::pack_chunks(*sub, items, chunksize, pack_item);
-    submit(std::move(sub));
+    try {
+      detail::pack_chunks(*sub, items, chunksize, pack_item,
+                          [&](std::string bytes, std::vector<detail::submission::chunk> chunks) {
+                            handover(sub, std::move(bytes), std::move(chunks));
+                          });
+    } catch (...) {
+      abandon(*sub);
+      throw;
+    }
+    return sub;
   }
 
   template <class Range>
@@ -329,14 +339,16 @@ private:
     if constexpr (Checked) {
       auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
       auto job = std::make_shared<detail::list_job<R>>(n);
-      job->set_callbacks(std::move(callback), std::move(error_callback));
+      std::shared_ptr<detail::submission> sub;
       if constexpr (Star) {
-        submit_items<detail::run_star<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
-                                                            detail::pack_arguments<F>{});
+        sub = submit_items<detail::run_star<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
+                                                                  detail::pack_arguments<F>{});
       } else {
-        submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
-                                                            detail::pack_argument<F>{});
+        sub = submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunk_size(items, chunksize),
+                                                                  detail::pack_argument<F>{});
       }
+      job->set_callbacks(std::move(callback), std::move(error_callback));
+      seal(*sub);
       return AsyncResult<std::vector<R>>(std::move(job));
     } else {
       return AsyncResult<std::vector<R>>(nullptr);  // never runs: the call did not compile
@@ -350,16 +362,22 @@ private:
       if (chunksize == 0) throw ValueError("chunksize must be at least 1");
       auto n = static_cast<std::size_t>(std::distance(std::begin(items), std::end(items)));
       auto job = std::make_shared<detail::stream_job<R>>(n, ordered);
-      submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunksize,
-                                                          detail::pack_argument<F>{});
+      seal(*submit_items<detail::run_each<detail::fn_ptr_t<F>>>(f, job, items, chunksize,
+                                                                detail::pack_argument<F>{}));
       return IMapIterator<R>(std::move(job));
     } else {
       return IMapIterator<R>(nullptr);  // never runs: the call did not compile
     }
   }
 
-  // Queues the chunks (ValueError once closed; a broken pool fails them at once).
-  void submit(std::shared_ptr<detail::submission>);
+  // Queues a packed segment's chunks (ValueError for a call's first once closed; a broken or
+  // terminated pool fails them at once).
+  void handover(const std::shared_ptr<detail::submission>&, std::string bytes,
+                std::vector<detail::submission::chunk> chunks);
+  // Every chunk was handed over: the job may finish.
+  void seal(detail::submission&);
+  // Packing threw: the chunks not handed over never come.
+  void abandon(detail::submission&);
 
   std::shared_ptr<detail::pool_core> core_;
   unsigned processes_;

@@ -419,11 +419,19 @@ public:
   }
 };
 
+// Makes the pages of a large buffer that is about to be written present in one system call,
+// not one page fault each (~10 µs apiece on a VM); a no-op for small buffers or old kernels.
+void prefault(void* data, std::size_t bytes);
+
 // map/starmap: n items, in order.
 template <class R>
 class list_job final : public result_job<std::vector<R>> {
 public:
-  explicit list_job(std::size_t n) { this->value_.resize(n); }
+  explicit list_job(std::size_t n) {
+    this->value_.reserve(n);
+    prefault(this->value_.data(), n * sizeof(R));
+    this->value_.resize(n);
+  }
   void deliver(std::size_t first, const msgpack::object& results) override {
     check_results<R>(results, results.via.array.size);
     auto items = std::span(results.via.array.ptr, results.via.array.size);
@@ -490,18 +498,26 @@ private:
 
 // ---- parent side: submissions --------------------------------------------------------------
 
-// One call's chunks, packed back to back in `args`.
+// One call's chunks. The caller packs them a segment (one or more chunks, back to back) at a
+// time and hands each segment to the pool as soon as it is full, so that workers run the first
+// chunks while the rest are packed; once handed over, the pool's lock guards segments and chunks.
 struct submission {
   struct chunk {
-    std::size_t offset, size;  // bytes of args
+    std::size_t segment;       // in segments
+    std::size_t offset, size;  // bytes of that segment
     std::size_t first, count;  // items of the call
   };
   std::shared_ptr<job> owner;
   chunk_runner runner;
   erased_fn fn;
-  std::string args;
+  std::size_t total = 0;  // chunks of the call, known before the first is packed
+  std::vector<std::string> segments;
   std::vector<chunk> chunks;
 };
+
+// A segment is handed over once it holds this many bytes: every chunk of a large map goes out as
+// soon as it is packed, while thousands of single-item chunks go out together.
+constexpr std::size_t segment_bytes = 16 * 1024;
 
 // CPython's Pool._map_async default: divmod(len, 4 * processes), rounded up.
 inline std::size_t default_chunksize(std::size_t n, unsigned processes) {
@@ -525,25 +541,34 @@ void pack_items(msgpack::packer<Buffer>& pk, Buffer& buf, It& it, std::size_t co
   }
 }
 
-// Packs items [0, n) into chunks of `chunksize`; pack_item(packer, item) packs one item.
-template <class Range, class PackItem>
-void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, PackItem pack_item) {
+// Packs items [0, n) into chunks of `chunksize`; pack_item(packer, item) packs one item, and
+// handover(bytes, chunks) receives the packed segments in order (the last one may be empty).
+template <class Range, class PackItem, class Handover>
+void pack_chunks(submission& sub, const Range& items, std::size_t chunksize, PackItem pack_item, Handover handover) {
   Buffer buf;
   msgpack::packer<Buffer> pk(buf);
+  std::vector<submission::chunk> packed;
   std::size_t index = 0;
   auto it = std::begin(items);
   auto end = std::end(items);
   std::size_t n = static_cast<std::size_t>(std::distance(it, end));
-  buf.data.reserve(n * 4 + 16);
-  while (index < n) {
+  sub.total = n / chunksize + (n % chunksize ? 1 : 0);
+  sub.chunks.reserve(sub.total);
+  do {
     std::size_t count = std::min(chunksize, n - index);
-    std::size_t offset = buf.data.size();
-    pk.pack_array(static_cast<uint32_t>(count));
-    pack_items(pk, buf, it, count, pack_item);
-    sub.chunks.push_back({offset, buf.data.size() - offset, index, count});
-    index += count;
-  }
-  sub.args = std::move(buf.data);
+    if (count > 0) {
+      std::size_t offset = buf.data.size();
+      pk.pack_array(static_cast<uint32_t>(count));
+      pack_items(pk, buf, it, count, pack_item);
+      packed.push_back({0, offset, buf.data.size() - offset, index, count});
+      index += count;
+    }
+    if (index == n || buf.data.size() >= segment_bytes) {
+      handover(std::move(buf.data), std::move(packed));
+      buf.data.clear();
+      packed.clear();
+    }
+  } while (index < n);
 }
 
 } // namespace multiproc::detail
