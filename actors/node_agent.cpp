@@ -302,26 +302,37 @@ caf::behavior proxy(proxy_actor* self, int sock, caf::actor agent, std::string a
   };
 }
 
+// Waits backoff (and doubles it) before connecting again; false when the pool closed sock, done
+// with this slot, meanwhile.
+bool wait_for_retry(int sock, std::chrono::milliseconds& backoff) {
+  pollfd p{sock, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(backoff.count())) > 0) {
+    char byte;
+    if (::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) return false;
+  }
+  backoff = std::min(backoff * 2, max_reconnect_backoff);
+  return true;
+}
+
 // Connects and authenticates; retries while the node cannot be reached. -1 when the pool closed
 // sock meanwhile.
 int connect_until_ready(int sock, const std::string& address, const std::string& authkey) {
   auto backoff = std::chrono::milliseconds(50);
-  for (;;) {
+  // A node that is being killed can hang up in the middle of a handshake, which fails it as a
+  // wrong key does; a wrong key fails every time, so a few failures in a row are believed.
+  constexpr int believed_auth_failures = 3;
+  for (int auth_failures = 0;;) {
     try {
       connection::Client client(address, authkey);
       int fd = ::fcntl(client.fileno(), F_DUPFD_CLOEXEC, 3);
       if (fd < 0) throw OSError(std::string("fcntl(F_DUPFD_CLOEXEC) failed: ") + std::strerror(errno), errno);
       return fd;
     } catch (const AuthenticationError&) {
-      throw;
+      if (++auth_failures == believed_auth_failures) throw;
+      if (!wait_for_retry(sock, backoff)) return -1;
     } catch (const OSError&) {
-      // The node is down or unreachable: wait for it, unless the pool is done with this slot.
-      pollfd p{sock, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(backoff.count())) > 0) {
-        char byte;
-        if (::recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) return -1;
-      }
-      backoff = std::min(backoff * 2, max_reconnect_backoff);
+      // The node is down or unreachable: wait for it.
+      if (!wait_for_retry(sock, backoff)) return -1;
     }
   }
 }
