@@ -50,7 +50,10 @@ long rss_kib(pid_t pid) {
 bool objects_become(const mp::BaseManager& manager, std::size_t expected) {
   auto deadline = std::chrono::steady_clock::now() + patience;
   while (manager.number_of_objects() != expected) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (std::chrono::steady_clock::now() > deadline) {
+      UNSCOPED_INFO("the server holds:\n" << manager.debug_info());
+      return false;
+    }
     std::this_thread::sleep_for(1ms);  // polling the server's count: there is no event to wait on
   }
   return true;
@@ -99,6 +102,7 @@ TEST_CASE("manager refs: 100,000 dicts made and dropped keep the server's RSS fl
 
 TEST_CASE("manager refs: an object passed to a child outlives the creator's proxy", "[manager_refs]") {
   auto method = GENERATE(mp::StartMethod::fork, mp::StartMethod::spawn);
+  INFO("start method " << static_cast<int>(method) << " (fork 0, spawn 1)");
   mp::Manager manager;
   auto go = manager.Event();
   std::optional<mp::Process> child;
@@ -119,6 +123,7 @@ TEST_CASE("manager refs: an object passed to a child outlives the creator's prox
 
 TEST_CASE("manager refs: a process SIGKILLed while holding proxies releases them", "[manager_refs]") {
   auto method = GENERATE(mp::StartMethod::fork, mp::StartMethod::spawn);
+  INFO("start method " << static_cast<int>(method) << " (fork 0, spawn 1)");
   mp::Manager manager;
   auto holding = manager.Event();
   std::optional<mp::Process> child;

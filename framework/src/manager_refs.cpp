@@ -114,11 +114,11 @@ void claim_inherited_references(const ManagerEndpoint& endpoint) {
 
 std::uint64_t take_transit_token(const ProxyRef& ref) {
   if (!ref.endpoint) return 0;
+  bool pinned = t_packing_manager_args;  // read now: packing the transit request sets it
   std::lock_guard lock(holds().m);
   try {
     claim_inherited_locked(*ref.endpoint);
-    return call_server<std::uint64_t>(*ref.endpoint, "transit", std::vector<std::uint64_t>{ref.id},
-                                      t_packing_manager_args, false);
+    return call_server<std::uint64_t>(*ref.endpoint, "transit", std::vector<std::uint64_t>{ref.id}, pinned, false);
   } catch (const Error&) {
     return 0;  // no such object (any more): the receiver's proxy will say so when used
   }
