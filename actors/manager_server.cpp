@@ -8,12 +8,14 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "actors/manager_objects.hpp"
@@ -319,7 +321,7 @@ public:
     {
       std::lock_guard lock(m_);
       auto it = objects_.find(request.id);
-      if (it != objects_.end()) target = it->second;
+      if (it != objects_.end()) target = it->second.hosted;
     }
     if (!target.actor) {
       session->deliver(encode_error(errc::key_error, "the manager has no object " + std::to_string(request.id)));
@@ -341,8 +343,11 @@ public:
           o.via.array = {0, nullptr};
           return o;
         }();
-        auto id = create(args.via.array.ptr[0].as<std::string>(), args.via.array.size > 1 ? args.via.array.ptr[1] : no_args);
+        auto id = create(session.id(), args.via.array.ptr[0].as<std::string>(),
+                         args.via.array.size > 1 ? args.via.array.ptr[1] : no_args);
         session.deliver(encode_ok(id));
+      } else if (auto reply = serve_reference_call(session.id(), request.method, args)) {
+        session.deliver(std::move(*reply));
       } else if (request.method == "ping") {
         session.deliver(encode_ok(msgpack::type::nil_t{}));
       } else if (request.method == "shutdown") {
@@ -364,13 +369,21 @@ public:
   // client closed or crashed, a broken frame, shutdown. Every object hears of it (a lock its
   // client held is released, its parked calls are abandoned, a JoinableQueue writes off the
   // items it held); session.id() and session.peer_pid() say whose session it was.
+  // Then the references the session held go back, as do the transit tokens it took for a child
+  // that never claimed them: objects nobody holds any more are freed.
   void session_ended(const Session& session) {
     std::vector<HostedObject> targets;
     {
       std::lock_guard lock(m_);
-      for (const auto& [oid, object] : objects_) targets.push_back(object);
+      for (const auto& [oid, object] : objects_) targets.push_back(object.hosted);
     }
     for (const auto& object : targets) send_to(object, caf::make_message(closed_atom::value, session.id()));
+    Freed freed;
+    {
+      std::lock_guard lock(m_);
+      drop_session_references(session.id(), freed);
+    }
+    end_actors(freed);
   }
 
   // The broker of a session is on its way out (its descriptor closes as it quits).
@@ -388,6 +401,147 @@ private:
     caf::actor actor;
     bool run_inline = false;
   };
+  // An object and the references to it: every process's proxies (one per process, see
+  // manager_refs.cpp) and every transit token. Freed when none is left, unless it lives for the
+  // server's lifetime (a shared typeid's object).
+  struct ObjectEntry {
+    HostedObject hosted;
+    std::string typeid_;
+    std::size_t refs = 0;
+    bool immortal = false;
+  };
+  // References on their way to another process: taken by the sender, claimed by the receiver.
+  // pinned: packed into a value of a shared object, where any number of readers may claim it; it
+  // keeps its objects for the server's lifetime, as CPython's server keeps such referents.
+  // bound_to: a fork's token, given back with the forking session unless the child claims it.
+  struct Transit {
+    std::vector<std::uint64_t> ids;
+    bool pinned = false;
+    SessionId bound_to = 0;
+  };
+  using Freed = std::vector<caf::actor>;  // actors of freed objects, ended outside the lock
+
+  // Calls on references (decref, transit, claim, claim_all) and the introspection ones; nullopt
+  // for any other method.
+  std::optional<std::string> serve_reference_call(SessionId session, const std::string& method,
+                                                  const msgpack::object& args) {
+    const auto arg = [&](std::uint32_t i) -> const msgpack::object& {
+      if (i >= args.via.array.size) throw TypeError(method + "() is missing an argument");
+      return args.via.array.ptr[i];
+    };
+    Freed freed;
+    std::optional<std::string> reply;
+    {
+      std::lock_guard lock(m_);
+      if (method == "decref") {
+        decref(session, arg(0).as<std::uint64_t>(), freed);
+        reply = encode_ok(msgpack::type::nil_t{});
+      } else if (method == "transit") {
+        reply = encode_ok(transit(session, arg(0).as<std::vector<std::uint64_t>>(), arg(1).as<bool>(), arg(2).as<bool>()));
+      } else if (method == "claim") {
+        reply = encode_ok(claim(session, arg(0).as<std::uint64_t>(), arg(1).as<std::uint64_t>()));
+      } else if (method == "claim_all") {
+        claim_all(session, arg(0).as<std::uint64_t>());
+        reply = encode_ok(msgpack::type::nil_t{});
+      } else if (method == "number_of_objects") {
+        reply = encode_ok(objects_.size());
+      } else if (method == "debug_info") {
+        reply = encode_ok(debug_info());
+      }
+    }
+    end_actors(freed);
+    return reply;
+  }
+
+  // ---- references (all under m_) ----
+
+  void incref(SessionId session, std::uint64_t id) {
+    ++objects_.at(id).refs;
+    ++held_[session][id];
+  }
+
+  // Gives back one reference of the session's; one it does not hold is ignored.
+  void decref(SessionId session, std::uint64_t id, Freed& freed) {
+    auto held = held_.find(session);
+    if (held == held_.end()) return;
+    auto it = held->second.find(id);
+    if (it == held->second.end()) return;
+    if (--it->second == 0) held->second.erase(it);
+    if (held->second.empty()) held_.erase(held);
+    release(id, freed);
+  }
+
+  void release(std::uint64_t id, Freed& freed) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || --it->second.refs > 0 || it->second.immortal) return;
+    freed.push_back(std::move(it->second.hosted.actor));
+    objects_.erase(it);
+  }
+
+  std::uint64_t transit(SessionId session, const std::vector<std::uint64_t>& ids, bool pinned, bool bound) {
+    for (auto id : ids)
+      if (!objects_.count(id)) throw KeyError("the manager has no object " + std::to_string(id));
+    for (auto id : ids) ++objects_.at(id).refs;
+    auto token = next_token_++;
+    transits_.emplace(token, Transit{ids, pinned, bound ? session : 0});
+    return token;
+  }
+
+  // The session takes over the token's reference to id (a pinned token's stays: the session gets
+  // one more). Without the token, a reference of its own if the object is still there; false if
+  // it is gone.
+  bool claim(SessionId session, std::uint64_t token, std::uint64_t id) {
+    auto it = transits_.find(token);
+    if (it != transits_.end() && !it->second.pinned) {
+      auto& ids = it->second.ids;
+      if (auto pos = std::find(ids.begin(), ids.end(), id); pos != ids.end()) {
+        ids.erase(pos);
+        if (ids.empty()) transits_.erase(it);
+        ++held_[session][id];
+        return true;
+      }
+    }
+    if (!objects_.count(id)) return false;
+    incref(session, id);
+    return true;
+  }
+
+  // A forked child takes over every reference its parent took for it.
+  void claim_all(SessionId session, std::uint64_t token) {
+    auto it = transits_.find(token);
+    if (it == transits_.end()) return;
+    for (auto id : it->second.ids) ++held_[session][id];
+    transits_.erase(it);
+  }
+
+  void drop_session_references(SessionId session, Freed& freed) {
+    if (auto held = held_.find(session); held != held_.end()) {
+      auto refs = std::move(held->second);
+      held_.erase(held);
+      for (const auto& [id, count] : refs)
+        for (std::size_t i = 0; i < count; ++i) release(id, freed);
+    }
+    for (auto it = transits_.begin(); it != transits_.end();) {
+      if (it->second.bound_to != session) {
+        ++it;
+        continue;
+      }
+      for (auto id : it->second.ids) release(id, freed);
+      it = transits_.erase(it);
+    }
+  }
+
+  static void end_actors(Freed& freed) {
+    for (auto& actor : freed) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  }
+
+  // One line per object: "<id> <typeid> refs=<n>" (CPython's _debug_info).
+  std::string debug_info() const {
+    std::string out;
+    for (const auto& [id, entry] : objects_)
+      out += std::to_string(id) + " " + entry.typeid_ + " refs=" + std::to_string(entry.refs) + "\n";
+    return out;
+  }
 
   void send_to(const HostedObject& object, caf::message msg) {
     if (object.run_inline)
@@ -470,7 +624,8 @@ private:
     caf::anon_send(broker, adopt_atom::value, fd);
   }
 
-  std::uint64_t create(const std::string& typeid_, const msgpack::object& init) {
+  // A new object (or the shared one) with one reference, the creating session's.
+  std::uint64_t create(SessionId session, const std::string& typeid_, const msgpack::object& init) {
     const TypeidSpec* spec = nullptr;
     if (config_.typeids) {
       auto it = config_.typeids->find(typeid_);
@@ -478,14 +633,20 @@ private:
     }
     if (!spec && !is_builtin_kind(typeid_)) throw ValueError("unknown typeid '" + typeid_ + "'");
     std::lock_guard lock(m_);
-    if (spec && spec->shared) {
+    bool shared = spec && spec->shared;
+    if (shared) {
       auto it = shared_.find(typeid_);
-      if (it != shared_.end()) return it->second;
+      if (it != shared_.end()) {
+        incref(session, it->second);
+        return it->second;
+      }
     }
     auto id = next_object_++;
     bool builtin = !spec || std::holds_alternative<BuiltinTypeid>(spec->what);
-    objects_.emplace(id, HostedObject{system_.spawn(object_actor, make_object(typeid_, spec, init)), builtin});
-    if (spec && spec->shared) shared_.emplace(typeid_, id);
+    HostedObject hosted{system_.spawn(object_actor, make_object(typeid_, spec, init)), builtin};
+    objects_.emplace(id, ObjectEntry{std::move(hosted), typeid_, 0, shared});
+    incref(session, id);
+    if (shared) shared_.emplace(typeid_, id);
     return id;
   }
 
@@ -506,12 +667,12 @@ private:
   }
 
   void stop_actors() {
-    std::unordered_map<std::uint64_t, HostedObject> objects;
+    std::unordered_map<std::uint64_t, ObjectEntry> objects;
     {
       std::lock_guard lock(m_);
       objects.swap(objects_);
     }
-    for (auto& [id, object] : objects) caf::anon_send_exit(object.actor, caf::exit_reason::user_shutdown);
+    for (auto& [id, object] : objects) caf::anon_send_exit(object.hosted.actor, caf::exit_reason::user_shutdown);
     objects.clear();
     system_.await_all_actors_done();
   }
@@ -527,9 +688,12 @@ private:
   std::mutex m_;
   std::condition_variable sessions_done_;
   std::unordered_map<SessionId, caf::actor> sessions_;  // their brokers
-  std::unordered_map<std::uint64_t, HostedObject> objects_;
+  std::unordered_map<std::uint64_t, ObjectEntry> objects_;
   std::unordered_map<std::string, std::uint64_t> shared_;
+  std::unordered_map<SessionId, std::unordered_map<std::uint64_t, std::size_t>> held_;  // references per session
+  std::unordered_map<std::uint64_t, Transit> transits_;
   std::uint64_t next_object_ = 1;
+  std::uint64_t next_token_ = 1;
   SessionId next_session_ = 1;  // the accept loop's
 };
 

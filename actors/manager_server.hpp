@@ -11,6 +11,10 @@
 // not a thread. An idle connection is a broker and a socket: 1,000 of them add no thread.
 // A session that ends (Server::session_ended) tells every object, so locks its client held are
 // released, its parked calls abandoned and the items it held of a JoinableQueue written off.
+// Objects are reference counted per session (create, decref, and the transit tokens that carry a
+// reference from one process to another: transit, claim, claim_all); a session's end gives back
+// the references it held, and an object nobody holds is freed, its actor ended. A shared typeid's
+// object lives as long as the server.
 // This header is CAF-free: the library's manager code (framework/src) calls serve() in the
 // server process.
 #pragma once

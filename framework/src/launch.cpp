@@ -21,6 +21,7 @@
 #include <streambuf>
 
 #include "multiproc/detail/codec.hpp"
+#include "multiproc/detail/manager_client.hpp"
 #include "multiproc/errors.hpp"
 #include "forkserver.hpp"
 #include "log.hpp"
@@ -240,6 +241,7 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
   pid_t parent_pid = ::getpid();
   pid_t forker_tid = ::gettid();
   auto child_self = std::make_unique<Self>(Self{who, 0, {}});
+  InheritedReferences inherited;  // the manager proxies the child inherits stay alive for it
   pid_t pid;
   {
     // Held across fork so that no other thread leaves the registry locked (or half-updated) in
@@ -250,6 +252,7 @@ Forked fork_child(const ChildIdentity& who, const std::function<int()>& body, co
   }
   if (pid < 0) throw OSError(std::string("fork failed: ") + std::strerror(errno), errno);
   if (pid == 0) {
+    inherited.in_child();
     die_with_forking_thread(parent_pid, forker_tid);
     child_main(child_self, true, body, keep_fds);
   }

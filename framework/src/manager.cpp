@@ -126,13 +126,15 @@ void write_all(int fd, std::string_view text) {
 // ---- proxies ----------------------------------------------------------------------------------
 
 void detail::ProxyBase::msgpack_unpack(const msgpack::object& o) {
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 3 || o.via.array.ptr[1].type != msgpack::type::BIN)
+  if (o.type != msgpack::type::ARRAY || o.via.array.size < 3 || o.via.array.size > 4 ||
+      o.via.array.ptr[1].type != msgpack::type::BIN)
     throw msgpack::type_error();
   const auto& key = o.via.array.ptr[1].via.bin;
   auto endpoint = std::make_shared<ManagerEndpoint>();
   endpoint->address = o.via.array.ptr[0].as<std::string>();
   endpoint->authkey.assign(key.ptr, key.size);
-  ref_ = ProxyRef{std::move(endpoint), o.via.array.ptr[2].as<std::uint64_t>()};
+  auto token = o.via.array.size > 3 ? o.via.array.ptr[3].as<std::uint64_t>() : 0;
+  ref_ = claim_unpacked(std::move(endpoint), o.via.array.ptr[2].as<std::uint64_t>(), token);
 }
 
 // ---- ManagerServer ----------------------------------------------------------------------------
@@ -240,6 +242,7 @@ void BaseManager::State::stop_server() {
     // Already gone, or not answering: the signals settle it.
   }
   detail::forget_manager_connection(endpoint->address);
+  detail::forget_manager_process_connection(endpoint->address);
   reap_server(*server, shutdown_step);
   server.reset();
   close_internal_fd(std::exchange(lifeline, -1));
@@ -375,6 +378,16 @@ void BaseManager::shutdown() {
   detail::log(LogLevel::info, "manager at {} shut down", state_->endpoint->address);
 }
 
+std::size_t BaseManager::number_of_objects() const {
+  if (!state_) throw ValueError("this manager was moved from");
+  return detail::manager_call<std::size_t>({state_->endpoint, detail::server_object_id}, "number_of_objects");
+}
+
+std::string BaseManager::debug_info() const {
+  if (!state_) throw ValueError("this manager was moved from");
+  return detail::manager_call<std::string>({state_->endpoint, detail::server_object_id}, "debug_info");
+}
+
 std::string BaseManager::address() const {
   if (!state_) throw ValueError("this manager was moved from");
   return state_->endpoint->address;
@@ -387,8 +400,8 @@ const std::string& BaseManager::authkey() const {
 
 detail::ProxyRef BaseManager::create(std::string_view typeid_, const Object& args) const {
   if (!state_) throw ValueError("this manager was moved from");
-  detail::ProxyRef server{state_->endpoint, detail::server_object_id};
-  return {state_->endpoint, detail::manager_call<std::uint64_t>(server, "create", typeid_, args)};
+  auto request = detail::encode_manager_request(detail::server_object_id, "create", typeid_, args);
+  return detail::create_held(state_->endpoint, request);
 }
 
 void BaseManager::use_private_directory(std::string dir) {

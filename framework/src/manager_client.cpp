@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "manager_socket.hpp"
 #include "multiproc/connection.hpp"
@@ -39,6 +41,7 @@ struct ConnectionTable {
     }
     auto it = by_address.find(endpoint.address);
     if (it != by_address.end()) return it->second;
+    claim_inherited_references(endpoint);
     return by_address.emplace(endpoint.address, Entry{open(endpoint), {}}).first->second;
   }
 
@@ -56,6 +59,32 @@ struct ConnectionTable {
 };
 
 thread_local ConnectionTable t_connections;
+
+// The process's own connections, one per manager, that its references live on (see
+// manager_client.hpp). Never destroyed: proxies dropped by static destructors still give theirs
+// back. A forked child drops its parent's entries (closing only its copies), as threads do.
+struct ProcessConnections {
+  std::mutex m;
+  pid_t pid = ::getpid();
+  std::unordered_map<std::string, ConnectionTable::Entry> by_address;
+  std::unordered_set<std::string> shut_down;  // managers whose proxies give nothing back
+
+  ConnectionTable::Entry& get(const ManagerEndpoint& endpoint) {
+    if (pid != ::getpid()) {
+      by_address.clear();
+      pid = ::getpid();
+    }
+    auto it = by_address.find(endpoint.address);
+    if (it != by_address.end()) return it->second;
+    return by_address.emplace(endpoint.address, ConnectionTable::Entry{ConnectionTable::open(endpoint), {}})
+        .first->second;
+  }
+};
+
+ProcessConnections& process_connections() {
+  static auto* connections = new ProcessConnections;
+  return *connections;
+}
 
 [[noreturn]] void server_gone(const ManagerEndpoint& endpoint, const std::exception& e) {
   forget_manager_connection(endpoint.address);
@@ -102,6 +131,25 @@ msgpack::object_handle manager_exchange(const ManagerEndpoint& endpoint, std::st
   return check_reply(std::move(reply));
 }
 
+msgpack::object_handle manager_exchange_process(const ManagerEndpoint& endpoint, std::string& framed_request,
+                                                bool creating) {
+  auto& pc = process_connections();
+  std::lock_guard lock(pc.m);
+  if (creating)
+    pc.shut_down.erase(endpoint.address);
+  else if (pc.shut_down.count(endpoint.address))
+    throw Error("the manager at " + endpoint.address + " was shut down");
+  auto& entry = pc.get(endpoint);
+  msgpack::object_handle reply;
+  try {
+    reply = exchange_on(entry.conn, entry.reader, framed_request);
+  } catch (const Error& e) {
+    pc.by_address.erase(endpoint.address);
+    throw Error("the manager at " + endpoint.address + " is gone (" + e.what() + ")");
+  }
+  return check_reply(std::move(reply));
+}
+
 msgpack::object_handle manager_exchange_once(const ManagerEndpoint& endpoint, std::string& framed_request) {
   auto conn = ConnectionTable::open(endpoint);
   FrameReader reader;
@@ -116,6 +164,13 @@ msgpack::object_handle manager_exchange_once(const ManagerEndpoint& endpoint, st
 
 void forget_manager_connection(const std::string& address) {
   if (t_table_state == TableState::alive && t_connections.pid == ::getpid()) t_connections.by_address.erase(address);
+}
+
+void forget_manager_process_connection(const std::string& address) {
+  auto& pc = process_connections();
+  std::lock_guard lock(pc.m);
+  pc.by_address.erase(address);
+  pc.shut_down.insert(address);
 }
 
 } // namespace multiproc::detail

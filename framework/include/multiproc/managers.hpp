@@ -10,8 +10,13 @@
 // Proxies are cheap handles: copies name the same object. They work from any process and thread
 // (each uses its own authenticated connection, opened on first use and again after a fork), can
 // be Process arguments, and are MessagePack-serializable — the manager's address and authkey
-// travel with them — so they can be Pool task arguments too. Objects live as long as their
-// manager's server.
+// travel with them — so they can be Pool task arguments too. Objects are counted as CPython
+// counts them: a process holds one reference per object it has proxies for, given back when its
+// last copy goes or when the process ends (a crash too); an object nobody holds is freed. A proxy
+// packed for another process (a Process or Pool task argument) carries a reference taken for the
+// receiver, so the object cannot vanish in between; one stored inside another shared object keeps
+// its referent for the server's lifetime, as CPython's does. Objects of a Scope::shared typeid
+// live as long as the server.
 //
 // Manager (Python's SyncManager) starts its server in the constructor, on a Unix socket in a
 // private (0700) directory with a random authkey; shutdown() or the destructor stops the server
@@ -46,7 +51,7 @@ namespace multiproc {
 namespace detail {
 
 // What every proxy is: a ProxyRef, calls on it, and its MessagePack form
-// [address, authkey (bin), object id].
+// [address, authkey (bin), object id, transit token] (manager_client.hpp).
 class ProxyBase {
 public:
   ProxyBase() = default;
@@ -63,11 +68,12 @@ public:
     const std::string empty;
     const auto& address = ref_.endpoint ? ref_.endpoint->address : empty;
     const auto& key = ref_.endpoint ? ref_.endpoint->authkey : empty;
-    p.pack_array(3);
+    p.pack_array(4);
     p.pack(address);
     p.pack_bin(static_cast<std::uint32_t>(key.size()));
     p.pack_bin_body(key.data(), static_cast<std::uint32_t>(key.size()));
     p.pack(ref_.id);
+    p.pack(take_transit_token(ref_));
   }
   void msgpack_unpack(const msgpack::object& o);
 
@@ -438,6 +444,11 @@ public:
   P proxy(std::string_view typeid_, const A&... args) const {
     return P(create(typeid_, Object(Object::Array{Object(args)...})));
   }
+
+  // CPython's _number_of_objects and _debug_info: the objects the server holds now, and one line
+  // "<id> <typeid> refs=<n>" for each.
+  std::size_t number_of_objects() const;
+  std::string debug_info() const;
 
   std::string address() const;  // the bound address once started
   const std::string& authkey() const;
