@@ -1,10 +1,13 @@
 #include "actors/actor_link.hpp"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/io/all.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "actors/node_agent.hpp"
@@ -205,9 +208,28 @@ void write_answer(pipe_actor* self, std::string_view packed) {
   write_bytes(self, std::vector<char>(frame.begin(), frame.end()));
 }
 
-void fail(pipe_actor* self, std::string message) {
-  write_answer(self, detail::encode(detail::link_answer{'o', std::move(message), 0, ""}));
+// The answer that ends the link goes straight to the socket, first and only thing written on it:
+// a broker that quits may close its scribe before the scribe wrote what it held.
+void answer_and_quit(pipe_actor* self, int sock, std::string_view packed) {
+  std::string frame;
+  detail::append_frame(frame, packed);
+  std::string_view rest = frame;
+  while (!rest.empty()) {
+    pollfd p{sock, POLLOUT, 0};
+    ssize_t n = ::send(sock, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      ::poll(&p, 1, -1);  // a few bytes into an empty socketpair: never more than a moment
+    } else if (n < 0 && errno != EINTR) {
+      break;  // the process that asked is gone: nobody to tell
+    }
+  }
   self->quit();
+}
+
+void fail(pipe_actor* self, int sock, std::string message) {
+  answer_and_quit(self, sock, detail::encode(detail::link_answer{'o', std::move(message), 0, ""}));
 }
 
 // The client's pipe: asks the agent for the link, passes its answer on, then relays.
@@ -215,20 +237,21 @@ caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vec
   self->state.local = self->add_scribe(sock);
   self->monitor(agent);
   self->set_down_handler([=](caf::down_msg& msg) {
-    if (msg.source == agent && !self->state.peer) fail(self, "the node was lost: " + self->home_system().render(msg.reason));
+    if (msg.source == agent && !self->state.peer) fail(self, sock, "the node was lost: " + self->home_system().render(msg.reason));
   });
   self->request(agent, caf::infinite, actor_link_atom::value, caf::actor_cast<caf::actor>(self), std::move(request))
       .then(
           [=](caf::actor& pipe, std::vector<char>& answer) {
-            write_answer(self, std::string_view(answer.data(), answer.size()));
-            if (!pipe) return self->quit();
+            std::string_view packed(answer.data(), answer.size());
+            if (!pipe) return answer_and_quit(self, sock, packed);
+            write_answer(self, packed);
             self->send(pipe, go_atom::value);
             self->demonitor(agent);
             self->monitor(pipe);
             start(self, pipe);
             self->become(caf::behavior{relay(self)});
           },
-          [=](caf::error& e) { fail(self, self->home_system().render(e)); });
+          [=](caf::error& e) { fail(self, sock, self->home_system().render(e)); });
   // Until the answer: the process that asked closed its end, so the link is not wanted.
   return {[=](const caf::io::connection_closed_msg&) { self->quit(); }};
 }

@@ -341,6 +341,7 @@ int connect_until_ready(int sock, const std::string& address, const std::string&
 
 // BASP's client half on an authenticated connection: the node's published agent.
 caf::actor basp_connect(caf::actor_system& sys, int fd, const std::string& address) {
+  UserThreadCall call;
   caf::scoped_actor self{sys};
   caf::actor agent;
   caf::error err;
@@ -383,6 +384,7 @@ int run_node_proxy(int sock, const std::string& address, const std::string& auth
 unsigned node_cpu_count(const std::string& address, const std::string& authkey) {
   auto& sys = lasting_system();
   auto agent = basp_connect(sys, connect_node(address, authkey), address);
+  UserThreadCall call;
   caf::scoped_actor self{sys};
   std::uint32_t count = 0;
   caf::error err;

@@ -85,7 +85,9 @@ caf::behavior supervise(supervisor_actor* self, pool_control* pool, restart_inte
 class caf_pool_supervisor final : public pool_supervisor {
 public:
   caf_pool_supervisor(pool_control& pool, restart_intensity intensity)
-      : actor_(sys_->middleman().spawn_broker(supervise, &pool, intensity)) {}
+      : actor_(sys_->middleman().spawn_broker(supervise, &pool, intensity)) {
+    release_thread_logger();
+  }
   ~caf_pool_supervisor() override { stop(); }
 
   void watch(std::size_t slot, int exit_fd) override {
@@ -94,6 +96,7 @@ public:
 
   void stop() override {
     if (!actor_) return;
+    UserThreadCall call;
     caf::scoped_actor self{*sys_};
     self->send(actor_, stop_atom::value);
     self->wait_for(actor_);

@@ -6,6 +6,7 @@
 #include <caf/atom.hpp>
 #include <caf/defaults.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/logger.hpp>
 #include <chrono>
 #include <latch>
 #include <mutex>
@@ -107,6 +108,8 @@ caf::actor_system_config& startable(caf::actor_system_config& cfg, std::size_t m
                   err);
   return cfg;
 }
+
+void release_thread_logger() { caf::logger::set_current_actor_system(nullptr); }
 
 std::shared_ptr<caf::actor_system> acquire_system() {
   auto& r = reg();

@@ -30,4 +30,19 @@ std::shared_ptr<caf::actor_system> acquire_system();
 // found out before the system is built.
 caf::actor_system_config& startable(caf::actor_system_config& cfg, std::size_t more = 0);
 
+// CAF 0.17.6 keeps a reference to the system's logger in a thread_local of each thread that
+// spawned an actor (a scoped_actor too), and ~actor_system waits until every such reference is
+// gone: a user's thread that kept one while it lives would block the system's end for good when
+// another thread ends it (Pool::join on a std::async thread). Every call from a user's thread
+// that spawns drops its thread's reference when it is done: call this at its end, or declare a
+// UserThreadCall before the spawn.
+void release_thread_logger();
+class UserThreadCall {
+public:
+  UserThreadCall() = default;
+  UserThreadCall(const UserThreadCall&) = delete;
+  UserThreadCall& operator=(const UserThreadCall&) = delete;
+  ~UserThreadCall() { release_thread_logger(); }
+};
+
 } // namespace multiproc::actors

@@ -285,7 +285,9 @@ caf::behavior supervise(supervisor_actor* self, SupervisorOptions options, std::
 class caf_supervisor final : public supervisor_handle {
 public:
   caf_supervisor(SupervisorOptions options, std::function<void()> gave_up)
-      : actor_(sys_->spawn<caf::detached>(supervise, options, end_, std::move(gave_up))) {}
+      : actor_(sys_->spawn<caf::detached>(supervise, options, end_, std::move(gave_up))) {
+    release_thread_logger();
+  }
 
   ~caf_supervisor() override {
     try {
@@ -293,6 +295,7 @@ public:
     } catch (const std::exception& e) {
       detail::log(LogLevel::error, "supervisor: stopping at destruction failed: {}", e.what());
     }
+    UserThreadCall call;
     caf::scoped_actor self{*sys_};
     self->send(actor_, quit_atom::value);
     self->wait_for(actor_);
@@ -399,6 +402,7 @@ private:
   // one at a time, between the watcher's reports.
   void run(std::function<void(supervisor_state&)> work) {
     job call{std::move(work), nullptr};
+    UserThreadCall on_user_thread;
     caf::scoped_actor self{*sys_};
     caf::error failed;
     self->request(actor_, caf::infinite, call_atom::value, reinterpret_cast<std::uint64_t>(&call))

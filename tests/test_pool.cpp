@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../actors/pool_supervisor.hpp"
+#include "other_thread.hpp"
 #include "thread_limit_support.hpp"
 #include "multiproc/multiproc.hpp"
 
@@ -559,6 +560,20 @@ TEST_CASE("pool: an item that throws while a map is packed reaches the caller, a
   CHECK_FALSE(called);
   auto children = children_of_this_process();
   for (pid_t pid : pids) CHECK(std::find(children.begin(), children.end(), pid) == children.end());
+}
+
+// CAF 0.17.6's actor system, released with the pool, waited forever for the logger reference
+// the creating thread kept.
+TEST_CASE("pool: join and destruction on another thread than the one that made the pool return",
+          "[pool]") {
+  auto pool = std::make_unique<mp::Pool>(2);
+  CHECK(pool->map(square, std::vector<int>{1, 2, 3}) == std::vector<int>{1, 4, 9});
+  pool->close();
+  multiproc_test::run_on_another_thread([&] {
+    pool->join();
+    pool.reset();
+  }, patience, "Pool::join and ~Pool");
+  CHECK_FALSE(pool);
 }
 
 TEST_CASE("pool: a map of two million items returns every result in order", "[pool]") {

@@ -19,6 +19,7 @@
 
 #include "../actors/supervisor.hpp"
 #include "ipc_test_support.hpp"
+#include "other_thread.hpp"
 #include "multiproc/multiproc.hpp"
 #include <catch2/catch.hpp>
 
@@ -390,6 +391,19 @@ TEST_CASE("supervisor: stop() stops the children in reverse start order and ends
   CHECK_FALSE(sup.broken());
   for (int pid : log.pids()) CHECK(process_gone(pid));
   sup.stop();  // again: nothing to do
+}
+
+TEST_CASE("supervisor: stop and destruction on another thread than the one that made it return",
+          "[supervisor]") {
+  event_log log;
+  auto sup = std::make_unique<mp::Supervisor>(with(mp::Strategy::one_for_one), abc(log));
+  tags(log, 3);
+  multiproc_test::run_on_another_thread([&] {
+    sup->stop();
+    sup.reset();
+  }, std::chrono::seconds(30), "Supervisor::stop and ~Supervisor");
+  CHECK(tags(log, 3) == ids{"-c", "-b", "-a"});
+  for (int pid : log.pids()) CHECK(process_gone(pid));
 }
 
 TEST_CASE("supervisor: a child that ignores stop is killed after its shutdown grace", "[supervisor]") {
