@@ -4,7 +4,9 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -69,6 +71,24 @@ inline std::vector<std::string> dev_shm_mappings() {
   for (std::string line; std::getline(maps, line);)
     if (line.find("/dev/shm") != std::string::npos) out.push_back(line);
   return out;
+}
+
+// Pids of this process's direct children.
+inline std::set<pid_t> child_pids() {
+  std::set<pid_t> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "children");
+    for (pid_t pid; in >> pid;) out.insert(pid);
+  }
+  return out;
+}
+
+// The server process a Manager made right after `before` was taken.
+inline pid_t new_child(const std::set<pid_t>& before) {
+  for (pid_t pid : child_pids())
+    if (!before.count(pid)) return pid;
+  FAIL("the manager started no server process");
+  return -1;
 }
 
 }  // namespace multiproc_test

@@ -18,23 +18,6 @@ namespace {
 
 using IntDict = mp::DictProxy<int, int>;
 
-std::set<pid_t> child_pids() {
-  std::set<pid_t> out;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "children");
-    for (pid_t pid; in >> pid;) out.insert(pid);
-  }
-  return out;
-}
-
-// The server process a Manager made right after `before` was taken.
-pid_t new_child(const std::set<pid_t>& before) {
-  for (pid_t pid : child_pids())
-    if (!before.count(pid)) return pid;
-  FAIL("the manager started no server process");
-  return -1;
-}
-
 // VmRSS of process pid, in KiB.
 long rss_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

@@ -23,23 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::set<pid_t> child_pids() {
-  std::set<pid_t> out;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "children");
-    for (pid_t pid; in >> pid;) out.insert(pid);
-  }
-  return out;
-}
-
-// The server process a Manager made right after `before` was taken.
-pid_t new_child(const std::set<pid_t>& before) {
-  for (pid_t pid : child_pids())
-    if (!before.count(pid)) return pid;
-  FAIL("the manager started no server process");
-  return -1;
-}
-
 std::size_t thread_count(pid_t pid) {
   std::filesystem::directory_iterator tasks("/proc/" + std::to_string(pid) + "/task");
   return static_cast<std::size_t>(std::distance(tasks, std::filesystem::directory_iterator{}));

@@ -28,24 +28,6 @@ using Dict = mp::DictProxy<mp::Object, mp::Object>;
 
 namespace {
 
-// Pids of this process's direct children.
-std::set<pid_t> child_pids() {
-  std::set<pid_t> out;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream in(task.path() / "children");
-    for (pid_t pid; in >> pid;) out.insert(pid);
-  }
-  return out;
-}
-
-// The server process a Manager made right after `before` was taken.
-pid_t new_child(const std::set<pid_t>& before) {
-  for (pid_t pid : child_pids())
-    if (!before.count(pid)) return pid;
-  FAIL("the manager started no server process");
-  return -1;
-}
-
 bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 
 std::size_t open_fd_count(pid_t pid) {
