@@ -79,8 +79,12 @@ TEST_CASE("manager refs: 100,000 dicts made and dropped keep the server's RSS fl
   long end = rss_kib(server);
   WARN("server VmRSS " << start << " KiB -> " << end << " KiB over 100,000 dicts made and dropped");
   CHECK(manager.number_of_objects() == 0);
+#ifndef __SANITIZE_ADDRESS__
   // Kept, 100,000 dicts (an actor each) would take well over 100 MiB.
   CHECK(end - start < 8 * 1024);
+#else
+  // ASan's quarantine keeps freed memory (256 MiB of it) on purpose: only the count tells here.
+#endif
 }
 
 TEST_CASE("manager refs: an object passed to a child outlives the creator's proxy", "[manager_refs]") {
