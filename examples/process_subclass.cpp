@@ -43,11 +43,13 @@ void fun1(const std::string& name) { std::cout << "测试" << name << "多进程
 
 class MyProcess : public mp::Process {
 public:
+  MyProcess() = default;  // a spawn or forkserver child makes it this way
   explicit MyProcess(std::string name) { set_name(std::move(name)); }
   void run() override {
     example::check(mp::current_process().name == name(), "the child carries the name given in the parent");
     std::cout << "测试" << name() << "多进程 (subclass)" << std::endl;
   }
+  MULTIPROC_SPAWNABLE(MyProcess)  // no members of its own to carry: the name is Process's
 };
 
 template <class P>

@@ -120,6 +120,31 @@ struct Subclass : mp::Process {
   void run() override {}
 };
 
+// Reports, through the queue it carries, the members it got, its name, and whether its own
+// object is the running process.
+class Reporter : public mp::Process {
+public:
+  Reporter() = default;
+  Reporter(mp::ProcessOptions options, mp::Queue<std::string> out, int n, std::string word)
+      : mp::Process(std::move(options)), out_(std::move(out)), n_(n), word_(std::move(word)), unlisted_(9) {}
+  void run() override {
+    bool current = is_alive() && pid() == mp::current_process().pid;
+    out_.put(std::to_string(n_) + " " + word_ + " " + std::to_string(unlisted_) + " " + name() + " " +
+             (current ? "current" : "not current"));
+  }
+
+private:
+  mp::Queue<std::string> out_;
+  int n_ = 0;
+  std::string word_;
+  int unlisted_ = 1;  // not listed: a fresh child keeps this default
+  MULTIPROC_SPAWNABLE(Reporter, out_, n_, word_)
+};
+
+class DerivedReporter : public Reporter {
+  using Reporter::Reporter;
+};
+
 } // namespace
 
 TEST_CASE("start methods: get_all_start_methods lists fork, spawn and forkserver; set/get round-trip",
@@ -218,11 +243,29 @@ TEST_CASE("start methods: targets and arguments that cannot cross are a ValueErr
     mp::Process unpackable(with(m), takes_unpackable, 1, Unpackable{});
     CHECK_THROWS_WITH(unpackable.start(), Catch::Contains("argument 2") && Catch::Contains("Unpackable"));
     Subclass sub(with(m));
-    CHECK_THROWS_WITH(sub.start(), Catch::Contains("Subclass"));
+    CHECK_THROWS_WITH(sub.start(), Catch::Contains("Subclass") && Catch::Contains("MULTIPROC_SPAWNABLE"));
+    DerivedReporter derived(with(m), mp::Queue<std::string>(), 1, "one");
+    CHECK_THROWS_WITH(derived.start(), Catch::Contains("DerivedReporter") && Catch::Contains("MULTIPROC_SPAWNABLE"));
     // Nothing started, and the objects are still usable under fork.
     CHECK_FALSE(capturing.is_alive());
   }
   CHECK(multiproc_test::children_of(::getpid()).size() <= 1);
+}
+
+TEST_CASE("start methods: a MULTIPROC_SPAWNABLE subclass runs run() with its listed members, a Queue among them, "
+          "under each method",
+          "[start_methods]") {
+  for (auto m : every_method) {
+    INFO(method_name(m));
+    mp::Queue<std::string> out;
+    Reporter p(with(m, "reporter"), out, 7, "seven");
+    p.start();
+    auto report = out.get(30s);
+    join_or_kill(p);
+    CHECK(p.exitcode() == 0);
+    // Under fork the child runs the parent's copy, unlisted member included.
+    CHECK(report == (m == mp::StartMethod::fork ? "7 seven 9 reporter current" : "7 seven 1 reporter current"));
+  }
 }
 
 TEST_CASE("start methods: under fork, capturing lambdas and subclasses keep working", "[start_methods]") {

@@ -319,6 +319,19 @@ std::vector<int> next_child_identity() {
   return id;
 }
 
+void take_back_child_identity(const std::vector<int>& identity) {
+  std::lock_guard lock(reg().m);
+  auto& self = *reg().self;
+  if (!identity.empty() && identity.back() == self.child_counter &&
+      identity.size() == self.who.identity.size() + 1)
+    --self.child_counter;
+}
+
+std::vector<int> self_identity() {
+  std::lock_guard lock(reg().m);
+  return reg().self->who.identity;
+}
+
 ProcessInfo self_info() {
   std::lock_guard lock(reg().m);
   return {reg().self->who.name, ::getpid(), reg().self->who.daemon};

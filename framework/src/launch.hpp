@@ -71,6 +71,9 @@ void run_process_exit_hooks();
 
 // This process's next child identity (Python's _identity + (counter,)).
 std::vector<int> next_child_identity();
+// Gives back the identity next_child_identity just issued, for an object that names no child.
+void take_back_child_identity(const std::vector<int>& identity);
+std::vector<int> self_identity();  // this process's own, {} in the main process
 // pidfd helpers (glibc 2.36's <sys/pidfd.h> does not link from C++).
 int pidfd_open(pid_t pid);
 int pidfd_send_signal(int pidfd, int sig);

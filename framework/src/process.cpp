@@ -218,13 +218,40 @@ void Process::start() {
 }
 
 detail::SpawnTarget Process::spawn_target() const {
-  if (typeid(*this) != typeid(Process))
+  if (typeid(*this) != typeid(Process)) {
+    if (spawn_target_)
+      throw ValueError("a Process subclass (" + detail::demangle(typeid(*this).name()) +
+                       ") given a target cannot be started by spawn or forkserver: override run() instead");
+    if (auto target = subclass_target()) return std::move(*target);
     throw ValueError("a Process subclass (" + detail::demangle(typeid(*this).name()) +
-                     ") cannot be started by spawn or forkserver: its run() cannot reach a fresh process; "
-                     "give Process a function target instead");
+                     ") cannot be started by spawn or forkserver unless it says MULTIPROC_SPAWNABLE(class, "
+                     "members...) in its body: its run() cannot reach a fresh process otherwise");
+  }
   if (spawn_target_) return spawn_target_();
   return detail::make_spawn_target(+[] {}, std::tuple<>{});
 }
+
+void Process::become_current() {
+  auto self = detail::self_info();
+  detail::take_back_child_identity(state_->identity);  // this object names no child of ours
+  state_->identity = detail::self_identity();
+  state_->name = self.name;
+  state_->daemon = self.daemon;
+  state_->started = true;
+  state_->is_current = true;
+  state_->pid = self.pid;
+}
+
+namespace detail {
+
+void check_spawnable_class(const std::type_info& object, const std::type_info& declared) {
+  if (object != declared)
+    throw ValueError("a Process subclass (" + demangle(object.name()) + ") derives from " + demangle(declared.name()) +
+                     ", which says MULTIPROC_SPAWNABLE; say it in " + demangle(object.name()) +
+                     " too, or its own members cannot cross into a spawn or forkserver child");
+}
+
+} // namespace detail
 
 int Process::bootstrap() {
   // The child is single-threaded here; the inherited mutex may be held by a parent thread that

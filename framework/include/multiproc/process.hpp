@@ -39,6 +39,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -62,8 +63,11 @@ struct ProcessInfo {
   bool daemon = false;
 };
 
+class Process;
+
 namespace detail {
 struct ProcessState;
+struct process_subclass_access;
 
 // One static_assert, the compiler's first error for a target that cannot take the arguments;
 // the line before it, "In instantiation of check_target() [with Target = ...; Passed = {...}]",
@@ -138,8 +142,14 @@ public:
 
   // Every method of a moved-from Process throws ValueError (close() does nothing).
 
+protected:
+  // A subclass as a spawn or forkserver child; MULTIPROC_SPAWNABLE overrides it.
+  virtual std::optional<detail::SpawnTarget> subclass_target() const { return std::nullopt; }
+
 private:
+  friend struct detail::process_subclass_access;
   int bootstrap();  // the child's first frame
+  void become_current();  // in a spawn or forkserver child: this object is the process running
   bool join_for(std::chrono::duration<double> timeout);
   bool join_until(std::optional<std::chrono::steady_clock::time_point> deadline);
   detail::SpawnTarget spawn_target() const;
@@ -147,6 +157,84 @@ private:
   std::function<detail::SpawnTarget()> spawn_target_;  // the same call, for spawn and forkserver
   std::shared_ptr<detail::ProcessState> state_;
 };
+
+namespace detail {
+
+// What MULTIPROC_SPAWNABLE's members are reached through.
+struct process_subclass_access {
+  template <class T>
+  static auto fields(T& process) {
+    return process.multiproc_fields_();
+  }
+  static void become_current(Process& process) { process.become_current(); }
+};
+
+// ValueError unless the object is exactly the class that declared MULTIPROC_SPAWNABLE (a class
+// derived from it must say it again, or its own members would not cross).
+void check_spawnable_class(const std::type_info& object, const std::type_info& declared);
+
+template <class Fields, std::size_t... I>
+constexpr bool fields_transferable(std::index_sequence<I...>) {
+  return (transferable<std::remove_cvref_t<std::tuple_element_t<I, Fields>>> && ...);
+}
+
+// The child's side: a default-constructed T whose listed members take the parent's values, run
+// as the current process.
+template <class T>
+void run_process_subclass(erased_fn, const msgpack::object& args, ReceivedFds& fds) {
+  T process;
+  auto fields = process_subclass_access::fields(process);
+  using Fields = decltype(fields);
+  check_argument_count(args, std::tuple_size_v<Fields>);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    // A fold over the comma operator rebuilds the members in order, as their descriptors were added.
+    ((std::get<I>(fields) =
+          rebuild_value<std::remove_cvref_t<std::tuple_element_t<I, Fields>>>(args.via.array.ptr[I], fds)),
+     ...);
+  }(std::make_index_sequence<std::tuple_size_v<Fields>>{});
+  process_subclass_access::become_current(process);
+  static_cast<Process&>(process).run();
+}
+
+template <class T>
+SpawnTarget subclass_spawn_target(const T& self) {
+  static_assert(std::is_default_constructible_v<T>,
+                "MULTIPROC_SPAWNABLE: a spawn or forkserver child default-constructs the class, then sets the "
+                "members listed; give it a default constructor (it may be private if the class befriends "
+                "multiproc::detail::process_subclass_access)");
+  check_spawnable_class(typeid(self), typeid(T));
+  auto fields = process_subclass_access::fields(const_cast<T&>(self));
+  using Fields = decltype(fields);
+  static_assert(fields_transferable<Fields>(std::make_index_sequence<std::tuple_size_v<Fields>>{}),
+                "MULTIPROC_SPAWNABLE: every member listed must be MessagePack-packable or a library handle");
+  SpawnTarget out{&run_process_subclass<T>, nullptr, {}, {}};
+  reduce_arguments(out, fields);
+  return out;
+}
+
+} // namespace detail
+
+// In the body of a Process subclass that overrides run(): lets it start under spawn and forkserver
+// too. The child default-constructs the class, sets the members listed (each MessagePack-packable
+// or a library handle: a Queue, a Connection, a proxy...) to their values in the parent at
+// start(), and calls run(); name() and daemon() are the parent's, as under fork. List every member
+// run() reads; a member left out has its default value in the child. Under fork it changes nothing.
+//   class Worker : public mp::Process {
+//   public:
+//     Worker() = default;
+//     Worker(mp::Queue<int> q, int n) : q_(std::move(q)), n_(n) {}
+//     void run() override { q_.put(n_); }
+//   private:
+//     mp::Queue<int> q_;
+//     int n_ = 0;
+//     MULTIPROC_SPAWNABLE(Worker, q_, n_)
+//   };
+#define MULTIPROC_SPAWNABLE(Class, ...)                                                             \
+  friend struct ::multiproc::detail::process_subclass_access;                                      \
+  auto multiproc_fields_() { return std::tie(__VA_ARGS__); }                                       \
+  std::optional<::multiproc::detail::SpawnTarget> subclass_target() const override {              \
+    return ::multiproc::detail::subclass_spawn_target<Class>(*this);                                \
+  }
 
 ProcessInfo current_process();              // "MainProcess" in the main process
 std::optional<ProcessInfo> parent_process(); // nullopt in the main process

@@ -182,6 +182,18 @@ constexpr std::size_t first_untransferable() {
   return i;
 }
 
+// Packs the values (each one transferable) as the target's arguments, one array.
+template <class Tuple>
+void reduce_arguments(SpawnTarget& out, const Tuple& args) {
+  Buffer buf;
+  msgpack::packer<Buffer> pk(buf);
+  Reduction reduction;
+  pk.pack_array(std::tuple_size_v<Tuple>);
+  std::apply([&](const auto&... a) { (reduce_value(pk, reduction, a), ...); }, args);
+  out.args = std::move(buf.data);
+  out.fds = std::move(reduction.fds);
+}
+
 // The call target(args...) as a SpawnTarget; ValueError naming what cannot cross.
 template <plain_function F, class... A>
 SpawnTarget make_spawn_target(const F& target, const std::tuple<A...>& args) {
@@ -189,13 +201,7 @@ SpawnTarget make_spawn_target(const F& target, const std::tuple<A...>& args) {
     throw_untransferable_argument(bad + 1, type_name<std::tuple_element_t<bad, std::tuple<A...>>>());
   } else {
     SpawnTarget out{&run_target<fn_ptr_t<const F>, A...>, reinterpret_cast<erased_fn>(+target), {}, {}};
-    Buffer buf;
-    msgpack::packer<Buffer> pk(buf);
-    Reduction reduction;
-    pk.pack_array(sizeof...(A));
-    std::apply([&](const auto&... a) { (reduce_value(pk, reduction, a), ...); }, args);
-    out.args = std::move(buf.data);
-    out.fds = std::move(reduction.fds);
+    reduce_arguments(out, args);
     return out;
   }
 }
