@@ -154,12 +154,12 @@ private:
 // with the bytes that actually arrived, never with what a header claims.
 class FrameBuffer {
 public:
-  void append(const std::vector<char>& bytes) {
+  void append(std::string_view bytes) {
     if (start_ > 0) {
       buf_.erase(0, start_);
       start_ = 0;
     }
-    buf_.append(bytes.data(), bytes.size());
+    buf_.append(bytes);
   }
 
   // The next whole frame's payload (valid until the next append), or nullopt until one is in.
@@ -279,6 +279,11 @@ struct session_state {
   std::optional<ServerHandshakeSteps> handshake;  // until the client passed it
   std::size_t unwritten = 0;  // bytes handed to the scribe that it has not written yet
   bool ended = false;
+  // The client's calls come back to back (see serve_while_hot): when the last reply went out,
+  // and what the spin reads into.
+  bool hot = false;
+  detail::Clock::time_point replied{};
+  std::vector<char> spin_buf;
 };
 using session_actor = caf::stateful_actor<session_state, caf::io::broker>;
 
@@ -711,11 +716,11 @@ void write_via_scribe(session_actor* self, std::string_view bytes) {
 
 // Writes what the session's outbox holds: straight to the socket while the scribe has nothing
 // queued (a reply costs one send, no extra round of the multiplexer), the rest through the
-// scribe, which writes it as the socket drains.
-void flush_outbox(session_actor* self) {
+// scribe, which writes it as the socket drains. Whether there was anything to write.
+bool flush_outbox(session_actor* self) {
   auto& st = self->state;
   std::string out = st.session->take_outbox();
-  if (st.fd < 0) return;  // the connection is gone (and its descriptor number may be another's)
+  if (st.fd < 0 || out.empty()) return false;  // gone (its descriptor number may be another's), or nothing
   std::string_view rest = out;
   if (st.unwritten == 0) {
     while (!rest.empty()) {
@@ -728,6 +733,7 @@ void flush_outbox(session_actor* self) {
     }
   }
   if (!rest.empty()) write_via_scribe(self, rest);
+  return true;
 }
 
 void write_framed(session_actor* self, std::string_view message) {
@@ -798,6 +804,47 @@ bool take_frames(session_actor* self) {
   return true;
 }
 
+// Serves the bytes that arrived: every whole frame, then their replies go out. Whether a reply
+// went out and the session goes on.
+bool serve_bytes(session_actor* self, std::string_view bytes) {
+  auto& st = self->state;
+  st.frames.append(bytes);
+  bool go_on;
+  {
+    Serving serving(*st.session);
+    go_on = take_frames(self);
+  }
+  if (!go_on) {
+    end_session(self);
+    return false;
+  }
+  if (!flush_outbox(self)) return false;
+  st.replied = detail::Clock::now();
+  return true;
+}
+
+// A client making calls back to back (a proxy in a loop) sends its next request a few µs after
+// its reply; the multiplexer asleep in epoll would pay a cross-CPU wake-up for it, which costs
+// more than the call (notes/caf-0.17.md). So, as every waiting end of our wire does (wire.hpp),
+// the broker of such a client looks at its socket for a spin's length after a reply and serves
+// what comes without going back to the multiplexer. A client that has not come back within
+// the spin is left to the multiplexer until it is quick again; the spin yields the CPU, and
+// holds up the other sessions by a spin at most.
+void serve_while_hot(session_actor* self) {
+  auto& st = self->state;
+  if (st.spin_buf.empty()) st.spin_buf.resize(read_chunk);
+  while (st.hot && !st.ended && st.fd >= 0 && st.unwritten == 0) {
+    if (!detail::wait_readable(st.fd, detail::deadline_after(detail::spin_duration()))) {
+      st.hot = false;
+      return;
+    }
+    ssize_t n = ::recv(st.fd, st.spin_buf.data(), st.spin_buf.size(), MSG_DONTWAIT);
+    // EOF or an error: left for the scribe, whose read sees it too and ends the session.
+    if (n <= 0) return;
+    if (!serve_bytes(self, std::string_view(st.spin_buf.data(), static_cast<std::size_t>(n)))) return;
+  }
+}
+
 caf::behavior session_broker(session_actor* self, Server* server, std::shared_ptr<Session> session) {
   auto& st = self->state;
   st.server = server;
@@ -821,16 +868,11 @@ caf::behavior session_broker(session_actor* self, Server* server, std::shared_pt
       [=](const caf::io::new_data_msg& msg) {
         auto& st = self->state;
         if (st.ended) return;
-        st.frames.append(msg.buf);
-        bool go_on;
-        {
-          Serving serving(*st.session);
-          go_on = take_frames(self);
-        }
-        if (go_on)
-          flush_outbox(self);
-        else
-          end_session(self);
+        // Back within a few spins of the last reply, even through the multiplexer's wake-up.
+        bool quick = !st.handshake && detail::Clock::now() - st.replied < 4 * detail::spin_duration();
+        if (!serve_bytes(self, std::string_view(msg.buf.data(), msg.buf.size()))) return;
+        st.hot = quick;
+        serve_while_hot(self);
       },
       [=](const caf::io::data_transferred_msg& msg) { self->state.unwritten = msg.remaining; },
       [=](flush_atom) {
