@@ -258,7 +258,14 @@ ActorRef whereis(std::string_view name) {
   } catch (const ActorExited&) {
     return {};
   }
-  return detail::decode<ActorRef>(detail::frame_body(reply));
+  auto ref = detail::decode<ActorRef>(detail::frame_body(reply));
+  // The actor that answered serves this connection as any other: keeping it as this process's
+  // connection to the actor spares the first request a connect, and the actor a wake-up to
+  // accept it (a client looking up a restarted child asks it at once).
+  if (ref && !detail::is_remote_address(ref.address()))
+    if (int kept = ::fcntl(peer.fd(), F_DUPFD_CLOEXEC, 0); kept >= 0)
+      detail::adopt_peer(std::make_shared<detail::actor_peer>(kept, ref));
+  return ref;
 }
 
 void Behavior::add(detail::handler_entry entry) {
