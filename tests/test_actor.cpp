@@ -525,10 +525,13 @@ TEST_CASE("actor: send_after delivers the message after the delay", "[actor]") {
 // ---- names ---------------------------------------------------------------------------------
 
 namespace {
+// Messages are ordered per sender only: the child's own request, behind its send, is what makes
+// the Add handled before the child ends (and so before the parent's next request).
 void find_and_add(std::string name) {
   auto a = mp::whereis(name);
   if (!a) throw mp::SystemExit{2};
   a.send(Add{5});
+  if (a.request<int>(Get{}, patience) != 5) throw mp::SystemExit{3};
 }
 }  // namespace
 
