@@ -22,7 +22,7 @@ namespace multiproc::actors {
 
 // Changes whenever the table or a type it passes changes shape: a plugin from another build is
 // refused instead of being called with the wrong layout.
-inline constexpr std::uint32_t plugin_abi = 4;
+inline constexpr std::uint32_t plugin_abi = 5;
 
 struct plugin_table {
   std::uint32_t abi;

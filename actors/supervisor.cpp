@@ -29,6 +29,12 @@ using ended_atom = caf::atom_constant<caf::atom("sv_ended")>;
 using call_atom = caf::atom_constant<caf::atom("sv_call")>;
 using stop_atom = caf::atom_constant<caf::atom("sv_stop")>;
 using quit_atom = caf::atom_constant<caf::atom("sv_quit")>;
+using standby_atom = caf::atom_constant<caf::atom("sv_standby")>;
+
+// How long after an incarnation starts its standby is made: the fork and the standby's own start
+// take both CPUs of a small machine for a while, which the new incarnation and its first clients
+// need more (a restart's burst is over well within this).
+constexpr auto standby_delay = std::chrono::milliseconds(5);
 
 // The watcher: a broker that turns each child's pidfd into an ended_atom for the supervisor,
 // as the pool's supervisor does (a pidfd's scribe reports connection_closed_msg once the process
@@ -115,6 +121,13 @@ struct child_entry {
   std::uint64_t incarnation = 0;  // the watcher's key for `actor`; 0 while down
   unsigned restarts = 0;
   held_name name{};
+  detail::StandbyActor standby{};  // the next incarnation, waiting (SupervisorOptions::standby)
+
+  // Down for good (until restart_child): its name is free, and no standby serves a copy of it.
+  void release() {
+    standby.close(spec.shutdown);
+    name.release();
+  }
 };
 
 // A call from another thread, run on the supervisor's: its error goes back to the caller.
@@ -132,6 +145,7 @@ struct supervisor_state {
   std::uint64_t last_incarnation = 0;
   std::shared_ptr<ending> end;
   std::function<void()> gave_up;
+  bool standby = false;  // SupervisorOptions::standby
 
   bool ended() {
     std::lock_guard lock(end->m);
@@ -150,7 +164,9 @@ struct supervisor_state {
   // Spawns a new incarnation (from this thread: a child dies with the thread that spawned it)
   // and hands a copy of its pidfd to the watcher.
   void start(child_entry& c) {
-    c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
+    if (c.standby) c.actor = c.standby.open();  // ActorRef{} when the standby died waiting
+    if (!c.actor)
+      c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
     c.incarnation = ++last_incarnation;
     int pidfd = ::fcntl(detail::spawned_process(c.actor)->sentinel(), F_DUPFD_CLOEXEC, 0);
     if (pidfd < 0) {
@@ -160,6 +176,22 @@ struct supervisor_state {
     }
     self->send(watcher, watch_atom::value, c.incarnation, pidfd);
     await_serving(c.actor);
+    if (standby && c.spec.restart != Restart::temporary)
+      self->delayed_send(self, standby_delay, standby_atom::value, c.incarnation);
+  }
+
+  // The next incarnation of the child whose current one is `incarnation`, started now and left
+  // waiting. Without one (it could not start), a restart starts the child as usual.
+  void prepare_standby(std::uint64_t incarnation) {
+    auto it = std::find_if(children.begin(), children.end(),
+                           [&](const child_entry& c) { return c.incarnation == incarnation; });
+    if (it == children.end() || it->standby) return;  // ended or replaced meanwhile
+    auto& c = *it;
+    try {
+      c.standby = detail::spawn_standby(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
+    } catch (const std::exception& e) {
+      detail::log(LogLevel::warning, "supervisor: no standby for child '{}': {}", c.spec.id, e.what());
+    }
   }
 
   // As OTP's start_link: the next child starts once this one's init has run (its loop answers),
@@ -190,7 +222,7 @@ struct supervisor_state {
   void stop_all() {
     for (auto it = children.rbegin(); it != children.rend(); ++it) {
       stop(*it);
-      it->name.release();
+      it->release();
     }
   }
 
@@ -208,7 +240,10 @@ struct supervisor_state {
   }
 
   void forget(std::string_view id) {
-    if (auto it = find(id); it != children.end()) children.erase(it);
+    if (auto it = find(id); it != children.end()) {
+      it->release();
+      children.erase(it);
+    }
   }
 
   // The incarnation the watcher reports ended; stale reports (a child this thread stopped) are
@@ -224,7 +259,7 @@ struct supervisor_state {
     it->incarnation = 0;
     apply(strategy->child_ended(as_strategy_sees_them(), it->spec.id, exitcode, restart_intensity::clock::now()));
     for (auto& c : children)
-      if (!c.actor) c.name.release();  // down until restart_child: its name is free meanwhile
+      if (!c.actor) c.release();  // down until restart_child: its name is free meanwhile
   }
 
   void apply(const exit_plan& plan) {
@@ -261,6 +296,7 @@ caf::behavior supervise(supervisor_actor* self, SupervisorOptions options, std::
   st.strategy.emplace(options.strategy, restart_intensity(options.intensity, options.period));
   st.end = std::move(end);
   st.gave_up = std::move(gave_up);
+  st.standby = options.standby;
   st.watcher = self->system().middleman().spawn_broker(watch_pidfds, caf::actor_cast<caf::actor>(self));
   return {
       [=](call_atom, std::uint64_t address) {
@@ -274,6 +310,9 @@ caf::behavior supervise(supervisor_actor* self, SupervisorOptions options, std::
       },
       [=](ended_atom, std::uint64_t incarnation) {
         if (!self->state.ended()) self->state.on_ended(incarnation);
+      },
+      [=](standby_atom, std::uint64_t incarnation) {
+        if (!self->state.ended()) self->state.prepare_standby(incarnation);
       },
       [=](quit_atom) {
         self->send(self->state.watcher, stop_atom::value);
@@ -312,7 +351,7 @@ public:
     run([&](supervisor_state& st) {
       try {
         for (auto& spec : children) {
-          auto& c = st.children.emplace_back(child_entry{std::move(spec), {}, 0, 0, {}});
+          auto& c = st.children.emplace_back(child_entry{std::move(spec), {}, 0, 0, {}, {}});
           st.start(c);
         }
       } catch (...) {
@@ -329,7 +368,7 @@ public:
     run([&](supervisor_state& st) {
       if (st.ended()) throw ValueError("start_child on a supervisor that has ended");
       if (st.find(spec.id) != st.children.end()) throw ValueError("the supervisor has a child '" + spec.id + "' already");
-      child_entry c{std::move(spec), {}, 0, 0};
+      child_entry c{std::move(spec), {}, 0, 0, {}, {}};
       st.start(c);
       out = c.actor;
       st.children.push_back(std::move(c));
@@ -347,7 +386,7 @@ public:
     run([&](supervisor_state& st) {
       auto& c = st.known(id);
       st.stop(c);
-      c.name.release();
+      c.release();
       if (c.spec.restart == Restart::temporary) st.forget(id);
     });
   }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,18 @@ namespace mp = multiproc;
 using namespace std::chrono_literals;
 
 inline constexpr auto patience = std::chrono::seconds(30);  // bound on every wait for a process
+
+// Polls a condition that another process makes true (one with no event to wait on), within
+// patience.
+template <class Pred>
+bool eventually(Pred pred) {
+  auto end = std::chrono::steady_clock::now() + patience;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
 
 // Joins p within patience; kills it and fails the test otherwise.
 inline void join_or_kill(mp::Process& p) {

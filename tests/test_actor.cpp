@@ -24,6 +24,7 @@ namespace {
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
+using multiproc_test::eventually;
 using multiproc_test::patience;
 
 // ---- messages ------------------------------------------------------------------------------
@@ -149,17 +150,6 @@ mp::Behavior alarm_clock(mp::ActorContext& ctx, mp::Event rang) {
 }
 
 // ---- helpers -------------------------------------------------------------------------------
-
-// Polls a condition that another process makes true, within patience.
-template <class Pred>
-bool eventually(Pred pred) {
-  auto end = std::chrono::steady_clock::now() + patience;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 std::vector<std::string> seen_by(const mp::ActorRef& w, std::size_t at_least) {
   std::vector<std::string> out;

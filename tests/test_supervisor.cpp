@@ -20,6 +20,7 @@
 #include "../actors/supervisor.hpp"
 #include "ipc_test_support.hpp"
 #include "other_thread.hpp"
+#include "programs/proc_children.hpp"
 #include "multiproc/multiproc.hpp"
 #include <catch2/catch.hpp>
 
@@ -27,6 +28,7 @@ namespace {
 
 namespace mp = multiproc;
 using namespace std::chrono_literals;
+using multiproc_test::eventually;
 using multiproc_test::patience;
 
 // ---- the strategy alone ----------------------------------------------------------------------
@@ -274,6 +276,27 @@ mp::SupervisorOptions with(mp::Strategy strategy, unsigned intensity = 10) {
   return {.strategy = strategy, .intensity = intensity, .period = std::chrono::milliseconds(5000)};
 }
 
+mp::SupervisorOptions with_standby(mp::Strategy strategy) {
+  auto options = with(strategy);
+  options.standby = true;
+  return options;
+}
+
+std::set<int> our_children() {
+  std::set<int> out;
+  for (auto& c : multiproc_test::children_of(::getpid())) out.insert(c.pid);
+  return out;
+}
+
+// The standby of the one running child: the other child process of ours, once it is there.
+int standby_beside(const mp::ActorRef& running) {
+  std::set<int> children;
+  REQUIRE(eventually([&] { return (children = our_children()).size() == 2; }));
+  children.erase(running.pid());
+  REQUIRE(children.size() == 1);
+  return *children.begin();
+}
+
 TEST_CASE("supervisor: starts its children in order and lists them in start order", "[supervisor]") {
   event_log log;
   mp::Supervisor sup(with(mp::Strategy::one_for_one), abc(log));
@@ -468,6 +491,66 @@ TEST_CASE("supervisor: while a named child restarts, whereis waits for the new i
   CHECK_FALSE(mp::whereis(named.name));
 }
 
+TEST_CASE("supervisor: with standby, a restart opens the child's standby, a process started before the crash, "
+          "and stop() leaves no process",
+          "[supervisor][standby]") {
+  event_log log;
+  mp::Supervisor sup(with_standby(mp::Strategy::one_for_one), {worker_child("a", log)});
+  CHECK(tags(log, 1) == ids{"+a"});
+  auto a = sup.child("a");
+  int standby = standby_beside(a);
+  CHECK(log.next(100ms).empty());  // the standby waits before its init
+  kill9(a);
+  CHECK(log.next() == "+a:" + std::to_string(standby));
+  auto a2 = sup.child("a");
+  CHECK(a2.pid() == standby);
+  CHECK(a2.request<int>(Ping{}, patience) == standby);
+  int next_standby = standby_beside(a2);  // made again for the next crash
+  sup.stop();
+  CHECK(tags(log, 1) == ids{"-a"});
+  CHECK(process_gone(next_standby));
+  CHECK(our_children().empty());
+}
+
+TEST_CASE("supervisor: with standby, a child down for good frees its name at once and keeps no standby",
+          "[supervisor][standby]") {
+  event_log log;
+  auto named = worker_child("kv", log);
+  named.name = "supervisor-test-standby-" + std::to_string(::getpid());
+  mp::Supervisor sup(with_standby(mp::Strategy::one_for_one), {named});
+  tags(log, 1);
+  int standby = standby_beside(sup.child("kv"));
+  sup.terminate_child("kv");
+  CHECK(tags(log, 1) == ids{"-kv"});
+  CHECK_FALSE(mp::whereis(named.name));  // no standby holds a copy of the name's socket
+  CHECK(process_gone(standby));
+  auto kv = sup.restart_child("kv");
+  CHECK(tags(log, 1) == ids{"+kv"});
+  CHECK(mp::whereis(named.name) == kv);
+  standby_beside(kv);
+  sup.terminate_child("kv");
+  sup.delete_child("kv");
+  CHECK(our_children().empty());
+}
+
+TEST_CASE("supervisor: with standby, a standby killed while it waits gives way to a plain start at the next restart",
+          "[supervisor][standby]") {
+  event_log log;
+  mp::Supervisor sup(with_standby(mp::Strategy::one_for_one), {worker_child("a", log)});
+  tags(log, 1);
+  auto a = sup.child("a");
+  int standby = standby_beside(a);
+  REQUIRE(::kill(standby, SIGKILL) == 0);
+  kill9(a);
+  auto started = log.next();
+  CHECK(tag(started) == "+a");
+  CHECK(pid_of(started) != standby);
+  auto a2 = sup.child("a");
+  CHECK(a2.request<int>(Ping{}, patience) == pid_of(started));
+  CHECK(sup.which_children()[0].restarts == 1);
+  CHECK(process_gone(standby));
+}
+
 TEST_CASE("supervisor: start_child, terminate_child, restart_child and delete_child manage children by id",
           "[supervisor]") {
   event_log log;
@@ -522,26 +605,33 @@ TEST_CASE("supervisor: a child supervisor that gives up ends non-zero and its pa
 
 TEST_CASE("supervisor: no process is left after stop() or destruction, even with children mid-restart",
           "[supervisor]") {
+  bool standby = GENERATE(false, true);
+  INFO("standby " << standby);
+  auto options = [&](mp::Strategy strategy) {
+    auto o = with(strategy);
+    o.standby = standby;
+    return o;
+  };
   event_log log;
   gate g;  // outlives the supervisors: its end releases any incarnation still at it
   std::set<int> supervisors;
   SECTION("destruction while a restarted child is still in its init") {
     g.let_one_through();
-    mp::Supervisor sup(with(mp::Strategy::one_for_all), {gated_child("a", log, g), worker_child("b", log)});
+    mp::Supervisor sup(options(mp::Strategy::one_for_all), {gated_child("a", log, g), worker_child("b", log)});
     REQUIRE(tags(log, 3) == ids{"gate", "+a", "+b"});
     kill9(sup.child("a"));
     REQUIRE(tags(log, 2) == ids{"-b", "gate"});  // b stopped; a's new incarnation held at the gate
     g.let_one_through();  // the supervisor is still inside the restart (b is yet to start)
   }
   SECTION("destruction right after a kill") {
-    mp::Supervisor sup(with(mp::Strategy::one_for_all), abc(log));
+    mp::Supervisor sup(options(mp::Strategy::one_for_all), abc(log));
     tags(log, 3);
     kill9(sup.child("a"));
   }
   SECTION("stop() right after a kill, in a tree") {
-    mp::Supervisor sup(with(mp::Strategy::one_for_one),
+    mp::Supervisor sup(options(mp::Strategy::one_for_one),
                        {worker_child("a", log),
-                        mp::supervisor_child("sub", with(mp::Strategy::one_for_all), abc(log))});
+                        mp::supervisor_child("sub", options(mp::Strategy::one_for_all), abc(log))});
     tags(log, 4);
     supervisors.insert(sup.child("sub").pid());
     kill9(sup.child("a"));
@@ -551,6 +641,7 @@ TEST_CASE("supervisor: no process is left after stop() or destruction, even with
   CHECK(log.pids().size() >= 3);
   for (int pid : log.pids()) CHECK(process_gone(pid));
   for (int pid : supervisors) CHECK(process_gone(pid));
+  CHECK(our_children().empty());  // standbys included
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 // the connections (actor_peer) and the mailbox loop (actor_loop).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
@@ -168,14 +169,29 @@ int seat_name_fd(const std::string& name, int held_name_fd) {
 
 } // namespace
 
+// A standby's wait: whether its gate was opened (a byte) rather than closed (EOF).
+bool pass_gate(int gate_fd) {
+  char go = 0;
+  ssize_t n;
+  do {
+    n = ::read(gate_fd, &go, 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(gate_fd);
+  return n == 1;
+}
+
 void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> init) {
+  if (seat.gate_fd >= 0 && !pass_gate(seat.gate_fd)) return;
   actor_loop loop(actor_ref_access::make(seat.name, ::getpid(), seat.address), seat.listen_fd, seat.name_fd);
   if (int code = loop.run(init)) throw SystemExit{code};
 }
 
-ActorRef spawn_actor(const ActorOptions& options,
-                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
-                     int held_name_fd) {
+namespace {
+
+// spawn_actor's work; gate_fd >= 0 starts the process at that gate.
+ActorRef start_actor_process(const ActorOptions& options,
+                             const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                             int held_name_fd, int gate_fd) {
   std::string address = new_actor_address();
   int listen_fd = listen_abstract(address);
   if (listen_fd < 0) throw OSError(std::string("cannot bind an actor's socket: ") + std::strerror(errno), errno);
@@ -189,7 +205,8 @@ ActorRef spawn_actor(const ActorOptions& options,
   std::shared_ptr<Process> process;
   install_exit_hook();
   try {
-    process = std::make_shared<Process>(make_process(options.start_method, {options.name, address, listen_fd, name_fd}));
+    process = std::make_shared<Process>(
+        make_process(options.start_method, {options.name, address, listen_fd, name_fd, gate_fd}));
     process->start();
   } catch (...) {
     ::close(listen_fd);
@@ -201,6 +218,75 @@ ActorRef spawn_actor(const ActorOptions& options,
   auto ref = actor_ref_access::make(options.name, *process->pid(), address);
   adopt_spawned(ref, std::move(process));
   return ref;
+}
+
+} // namespace
+
+ActorRef spawn_actor(const ActorOptions& options,
+                     const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                     int held_name_fd) {
+  return start_actor_process(options, make_process, held_name_fd, -1);
+}
+
+StandbyActor spawn_standby(const ActorOptions& options,
+                           const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                           int held_name_fd) {
+  // A socket rather than a pipe: opening the gate of a standby that died is not a SIGPIPE.
+  int gate[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) != 0)
+    throw OSError(std::string("cannot make a standby's gate: ") + std::strerror(errno), errno);
+  // No other child may keep the writing end: closing it must be the standby's EOF.
+  register_internal_fd(gate[1]);
+  ActorRef ref;
+  try {
+    ref = start_actor_process(options, make_process, held_name_fd, gate[0]);
+  } catch (...) {
+    ::close(gate[0]);
+    unregister_internal_fd(gate[1]);
+    ::close(gate[1]);
+    throw;
+  }
+  ::close(gate[0]);
+  return {std::move(ref), gate[1]};
+}
+
+StandbyActor& StandbyActor::operator=(StandbyActor&& other) noexcept {
+  if (this != &other) {
+    close();
+    ref_ = std::move(other.ref_);
+    gate_fd_ = std::exchange(other.gate_fd_, -1);
+  }
+  return *this;
+}
+
+StandbyActor::~StandbyActor() { close(); }
+
+ActorRef StandbyActor::open() {
+  if (gate_fd_ < 0) throw ValueError("a standby actor that was opened or closed already");
+  if (!ref_.alive()) {  // killed while it waited: nothing to open
+    close();
+    return {};
+  }
+  char go = 1;
+  ssize_t n;
+  do {
+    n = ::send(gate_fd_, &go, 1, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  unregister_internal_fd(gate_fd_);
+  ::close(std::exchange(gate_fd_, -1));
+  // One that dies from here on is an actor that ended at once: its watcher reports it.
+  return std::exchange(ref_, {});
+}
+
+void StandbyActor::close(std::chrono::milliseconds patience) {
+  if (gate_fd_ < 0) return;
+  unregister_internal_fd(gate_fd_);
+  ::close(std::exchange(gate_fd_, -1));
+  if (auto process = spawned_process(ref_)) {
+    if (!process->join(std::chrono::duration<double>(patience))) process->kill();
+  }
+  reap_spawned(ref_, std::nullopt);
+  ref_ = {};
 }
 
 } // namespace detail

@@ -227,27 +227,30 @@ struct ActorOptions {
 
 namespace detail {
 // Where a new actor lives: its name, its socket's address and the listening sockets (its own,
-// and its name's or -1) that its process takes over.
+// and its name's or -1) that its process takes over. gate_fd >= 0: a standby's gate (see
+// spawn_standby), read before anything else runs.
 struct ActorSeat {
   std::string name;
   std::string address;
   int listen_fd = -1;
   int name_fd = -1;
+  int gate_fd = -1;
 };
 template <>
 struct reducer<ActorSeat> {
   static void reduce(const ActorSeat& seat, msgpack::packer<Buffer>& pk, Reduction& r) {
-    pk.pack_array(4);
+    pk.pack_array(5);
     pk.pack(seat.name);
     pk.pack(seat.address);
     reducer<Descriptor>::reduce({seat.listen_fd}, pk, r);
     reducer<Descriptor>::reduce({seat.name_fd}, pk, r);
+    reducer<Descriptor>::reduce({seat.gate_fd}, pk, r);
   }
   static ActorSeat rebuild(const msgpack::object& o, ReceivedFds& fds) {
-    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw TypeError("a malformed actor seat");
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 5) throw TypeError("a malformed actor seat");
     const auto* f = o.via.array.ptr;
     return {convert<std::string>(f[0]), convert<std::string>(f[1]), reducer<Descriptor>::rebuild(f[2], fds).fd,
-            reducer<Descriptor>::rebuild(f[3], fds).fd};
+            reducer<Descriptor>::rebuild(f[3], fds).fd, reducer<Descriptor>::rebuild(f[4], fds).fd};
   }
 };
 // The actor's whole life in its process: init's Behavior serving the seat's sockets.
@@ -292,6 +295,32 @@ void start_exported_actor(const ActorSeat& seat, std::string_view args) {
 ActorRef spawn_actor(const ActorOptions& options,
                      const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
                      int held_name_fd = -1);
+// An actor whose process is started but waits at its gate, before its init: a supervisor's next
+// incarnation of a child, ready before it is needed, so that a restart costs no process start.
+// Opening the gate lets it run as spawn_actor's would; closing it ends the process (exit code 0)
+// without running anything. The destructor closes it; close() also reaps the process.
+class StandbyActor {
+public:
+  StandbyActor() = default;
+  StandbyActor(ActorRef ref, int gate_fd) : ref_(std::move(ref)), gate_fd_(gate_fd) {}
+  StandbyActor(StandbyActor&& other) noexcept
+      : ref_(std::move(other.ref_)), gate_fd_(std::exchange(other.gate_fd_, -1)) {}
+  StandbyActor& operator=(StandbyActor&& other) noexcept;
+  ~StandbyActor();
+  explicit operator bool() const { return gate_fd_ >= 0; }
+  // Lets the actor run; its ref. Empty afterwards.
+  ActorRef open();
+  // Sends it away and waits (at most `patience`, then SIGKILL) until its process has ended.
+  void close(std::chrono::milliseconds patience = std::chrono::milliseconds(5000));
+
+private:
+  ActorRef ref_;
+  int gate_fd_ = -1;
+};
+// As spawn_actor, but the process waits at its gate.
+StandbyActor spawn_standby(const ActorOptions& options,
+                           const std::function<Process(std::optional<StartMethod>, ActorSeat)>& make_process,
+                           int held_name_fd = -1);
 } // namespace detail
 
 // Starts an actor: init(ctx, args...) runs in the new process and returns its Behavior. With a

@@ -44,6 +44,10 @@ struct SupervisorOptions {
   Strategy strategy = Strategy::one_for_one;
   unsigned intensity = 1;                   // OTP's defaults: more than
   std::chrono::milliseconds period{5000};  //   1 restart in 5 s gives up
+  // Keep each restartable child's next incarnation started and waiting (before its init), so that
+  // a restart costs no process start: one more process per child. Under fork the standby is a
+  // copy of this process as it was when the running incarnation started.
+  bool standby = false;
 };
 
 struct ChildSpec {
