@@ -828,12 +828,14 @@ bool serve_bytes(session_actor* self, std::string_view bytes) {
 // more than the call (notes/caf-0.17.md). So, as every waiting end of our wire does (wire.hpp),
 // the broker of such a client looks at its socket for a spin's length after a reply and serves
 // what comes without going back to the multiplexer. A client that has not come back within
-// the spin is left to the multiplexer until it is quick again; the spin yields the CPU, and
-// holds up the other sessions by a spin at most.
+// the spin is left to the multiplexer until it is quick again. The other sessions wait meanwhile,
+// so a client that is always quick gets a few spins' worth of calls, then the multiplexer's next
+// round serves the others before it again.
 void serve_while_hot(session_actor* self) {
   auto& st = self->state;
   if (st.spin_buf.empty()) st.spin_buf.resize(read_chunk);
-  while (st.hot && !st.ended && st.fd >= 0 && st.unwritten == 0) {
+  auto turn_ends = detail::Clock::now() + 4 * detail::spin_duration();
+  while (st.hot && !st.ended && st.fd >= 0 && st.unwritten == 0 && detail::Clock::now() < turn_ends) {
     if (!detail::wait_readable(st.fd, detail::deadline_after(detail::spin_duration()))) {
       st.hot = false;
       return;

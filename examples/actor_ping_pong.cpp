@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
   auto pong = mp::spawn(player, std::string("pong"), done);
   ping.request(Partner{pong}, 10s);  // requests: both monitor before the first ball
   pong.request(Partner{ping}, 10s);
-  ping.send(Serve{pong, 10000});
-  example::check(done.wait(30s), "the game ended");
+  ping.send(Serve{pong, 4000});
+  example::check(done.wait(50s), "the game ended");
   ping.stop();  // it ends on its own after the Down: stop waits for that
   pong.stop();
   std::cout << "both ended: " << std::boolalpha << (!ping.alive() && !pong.alive()) << std::endl;

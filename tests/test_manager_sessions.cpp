@@ -98,6 +98,12 @@ bool process_ends(pid_t pid, std::chrono::milliseconds timeout) {
 
 void set_in_dict(mp::DictProxy<int, int> d, int key, int value) { d.set(key, value); }
 
+// Calls back to back, as fast as the server answers, until told to stop.
+void hammer(mp::DictProxy<int, int> d, mp::EventProxy started, mp::EventProxy stop) {
+  started.set();
+  for (int i = 0; !stop.is_set(); ++i) d.set(0, i);
+}
+
 void take_and_hold(mp::JoinableQueueProxy<int> q, int n, mp::EventProxy holding) {
   for (int i = 0; i < n; ++i) q.get();
   holding.set();
@@ -130,6 +136,26 @@ TEST_CASE("manager sessions: 1,000 idle connections add no server thread and a p
   CHECK(d.get(2) == 2);
   idle.clear();
   CHECK(d.get(2) == 2);
+}
+
+TEST_CASE("manager sessions: a client calling back to back does not starve another client's calls",
+          "[manager_sessions]") {
+  mp::Manager manager;
+  auto d = manager.dict<int, int>();
+  auto started = manager.Event(), stop = manager.Event();
+  mp::Process busy(hammer, d, started, stop);
+  busy.start();
+  REQUIRE(started.wait(patience));
+  // Each call of ours waits behind at most one turn of the busy client's (a few spins).
+  auto begin = std::chrono::steady_clock::now();
+  for (int i = 0; i < 200; ++i) d.set(1, i);
+  auto took = std::chrono::steady_clock::now() - begin;
+  stop.set();
+  join_or_kill(busy);
+  CHECK(busy.exitcode() == 0);
+  CHECK(d.get(1) == 199);
+  CHECK(d.get(0) > 0);
+  CHECK(took < 10s);
 }
 
 TEST_CASE("manager sessions: a slowloris client that sends nothing does not delay another client's call",

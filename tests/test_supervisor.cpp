@@ -540,7 +540,14 @@ TEST_CASE("supervisor: with standby, a standby killed while it waits gives way t
   tags(log, 1);
   auto a = sup.child("a");
   int standby = standby_beside(a);
+  int standby_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, standby, 0));
+  REQUIRE(standby_pidfd >= 0);
   REQUIRE(::kill(standby, SIGKILL) == 0);
+  // Dead before the crash it was meant for (one dying while it is opened counts as a crash of
+  // the new incarnation: a second restart).
+  pollfd ended{standby_pidfd, POLLIN, 0};
+  REQUIRE(::poll(&ended, 1, static_cast<int>(std::chrono::milliseconds(patience).count())) == 1);
+  ::close(standby_pidfd);
   kill9(a);
   auto started = log.next();
   CHECK(tag(started) == "+a");

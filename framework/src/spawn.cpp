@@ -267,6 +267,18 @@ void send_work(int fd, const ChildWork& work, const std::vector<int>& fds) {
   if (!fds.empty()) send_fds(fd, fds);
 }
 
+// Sends the work to a spawned child; false when the child is gone already (a program without
+// mp::init that ended before the work was written: EPIPE or ECONNRESET, not a failure of ours).
+bool offer_work(int fd, const ChildWork& work, const std::vector<int>& fds) {
+  try {
+    send_work(fd, work, fds);
+    return true;
+  } catch (const OSError& e) {
+    if (e.error_number() == EPIPE || e.error_number() == ECONNRESET) return false;
+    throw;
+  }
+}
+
 ReceivedWork receive_work(int fd) {
   auto n = read_frame_header(fd);
   auto work = decode<ChildWork>(read_payload(fd, n));
@@ -318,9 +330,9 @@ Forked spawn_child(const ChildIdentity& who, const SpawnTarget& target, bool tie
     throw_errno("pidfd_open failed", err);
   }
   try {
-    send_work(ours.fd, work, target.fds);
-    if (!wait_for_init(ours.fd, pidfd)) {
-      bool ended = block_until_readable(pidfd, deadline_after(std::chrono::seconds(0)));
+    bool offered = offer_work(ours.fd, work, target.fds);
+    if (!offered || !wait_for_init(ours.fd, pidfd)) {
+      bool ended = !offered || block_until_readable(pidfd, deadline_after(std::chrono::seconds(0)));
       throw ProcessError(std::string("the spawned child ") +
                          (ended ? "ended before it took its work" : "did not take its work within 10 s and was killed") +
                          ": a program started by spawn or forkserver must call mp::init(argc, argv) first in main()");
