@@ -167,8 +167,6 @@ int seat_name_fd(const std::string& name, int held_name_fd) {
   return fd;
 }
 
-} // namespace
-
 // A standby's wait: whether its gate was opened (a byte) rather than closed (EOF).
 bool pass_gate(int gate_fd) {
   char go = 0;
@@ -179,6 +177,8 @@ bool pass_gate(int gate_fd) {
   ::close(gate_fd);
   return n == 1;
 }
+
+} // namespace
 
 void run_actor(const ActorSeat& seat, std::function<Behavior(ActorContext&)> init) {
   if (seat.gate_fd >= 0 && !pass_gate(seat.gate_fd)) return;
