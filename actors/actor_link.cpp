@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include "actors/node_agent.hpp"
 #include "framework/src/actor_node.hpp"
@@ -171,31 +172,23 @@ void kill_here(const detail::link_request& req) {
 
 } // namespace
 
-caf::result<caf::actor, std::vector<char>> open_actor_link(caf::event_based_actor* self, const caf::actor& client,
-                                                           const std::vector<char>& request) {
-  auto& mm = self->home_system().middleman();
-  detail::link_answer answer;
-  caf::actor pipe;
+std::pair<caf::actor, detail::link_answer> open_actor_link(caf::io::middleman& mm, const caf::actor& client,
+                                                           const detail::link_request& req) {
   try {
-    auto req = detail::decode<detail::link_request>(std::string_view(request.data(), request.size()));
     if (req.kind == 's') {
       auto s = spawn_here(req);
-      pipe = mm.spawn_broker(node_pipe, s.fd, client, s.pidfd);
-      answer = {'k', "", static_cast<int>(s.pid), s.address};
-    } else if (req.kind == 'k') {
-      kill_here(req);
-      answer = {'x', "killed", 0, req.target};
-    } else if (int fd = detail::connect_abstract(req.target); fd >= 0) {
-      pipe = mm.spawn_broker(node_pipe, fd, client, -1);
-      answer = {'k', "", 0, req.target};
-    } else {
-      answer = {'x', "the actor has ended", 0, req.target};
+      return {mm.spawn_broker(node_pipe, s.fd, client, s.pidfd), {'k', "", static_cast<int>(s.pid), s.address}};
     }
+    if (req.kind == 'k') {
+      kill_here(req);
+      return {caf::actor{}, {'x', "killed", 0, req.target}};
+    }
+    if (int fd = detail::connect_abstract(req.target); fd >= 0)
+      return {mm.spawn_broker(node_pipe, fd, client, -1), {'k', "", 0, req.target}};
+    return {caf::actor{}, {'x', "the actor has ended", 0, req.target}};
   } catch (...) {
-    answer = detail::error_answer(std::current_exception());
+    return {caf::actor{}, detail::error_answer(std::current_exception())};
   }
-  auto packed = detail::encode(answer);
-  return {pipe, std::vector<char>(packed.begin(), packed.end())};
 }
 
 // ---- client side: the link process -----------------------------------------------------------
@@ -232,7 +225,25 @@ void fail(pipe_actor* self, int sock, std::string message) {
   answer_and_quit(self, sock, detail::encode(detail::link_answer{'o', std::move(message), 0, ""}));
 }
 
-// The client's pipe: asks the agent for the link, passes its answer on, then relays.
+// A request the node routed back to this host (an actor there holds a ref of one here): connect
+// to an actor of this host, or kill one; never anything else, and nothing but an actor's socket.
+caf::result<caf::actor, std::vector<char>> open_routed_link(caf::io::middleman& mm, const caf::actor& client,
+                                                            const std::vector<char>& request) {
+  detail::link_answer answer{'v', "a node may only reach the actors of its client's host", 0, ""};
+  caf::actor pipe;
+  try {
+    auto req = detail::decode<detail::link_request>(std::string_view(request.data(), request.size()));
+    if ((req.kind == 'c' || req.kind == 'k') && req.route.empty() && detail::is_actor_address(req.target))
+      std::tie(pipe, answer) = open_actor_link(mm, client, req);
+  } catch (...) {
+    answer = detail::error_answer(std::current_exception());
+  }
+  auto packed = detail::encode(answer);
+  return {pipe, std::vector<char>(packed.begin(), packed.end())};
+}
+
+// The client's pipe: asks the agent for the link, passes its answer on, then relays; meanwhile it
+// is the node's way back to this host (open_routed_link).
 caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vector<char> request) {
   self->state.local = self->add_scribe(sock);
   self->monitor(agent);
@@ -249,7 +260,11 @@ caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vec
             self->demonitor(agent);
             self->monitor(pipe);
             start(self, pipe);
-            self->become(caf::behavior{relay(self)});
+            auto& mm = self->home_system().middleman();
+            self->become(relay(self).or_else([&mm](actor_link_atom, const caf::actor& client,
+                                                    const std::vector<char>& routed) {
+              return open_routed_link(mm, client, routed);
+            }));
           },
           [=](caf::error& e) { fail(self, sock, self->home_system().render(e)); });
   // Until the answer: the process that asked closed its end, so the link is not wanted.

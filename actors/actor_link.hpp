@@ -12,18 +12,23 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+
+#include "framework/src/actor_node.hpp"
 
 namespace multiproc::actors {
 
 using actor_link_atom = caf::atom_constant<caf::atom("mp_alink")>;
 
-// The node side of actor_link_atom: spawns the actor the request names (or connects to it) and
-// answers (the node's pipe, the answer actor_node.hpp describes); the pipe is null on failure.
-caf::result<caf::actor, std::vector<char>> open_actor_link(caf::event_based_actor* self, const caf::actor& client,
-                                                           const std::vector<char>& request);
+// The node side of actor_link_atom: spawns the actor the request names (or connects to it, or
+// kills it) and answers with the node's pipe (null unless linked) and the answer actor_node.hpp
+// describes. A link process runs it too, for requests a node routes back to its host.
+std::pair<caf::actor, detail::link_answer> open_actor_link(caf::io::middleman& mm, const caf::actor& client,
+                                                           const detail::link_request& req);
 
 // Defined in node_agent.cpp, shared by both halves of nodes:
 // An authenticated connection to the node at address (AuthenticationError, OSError).

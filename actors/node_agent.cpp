@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -202,13 +203,54 @@ caf::actor open_session(caf::event_based_actor* self, const caf::actor& peer) {
   return self->home_system().middleman().spawn_broker(session, sv[0], child, peer);
 }
 
+struct agent_state {
+  // The links of clients, by the route the agent gave each: the way back to the client's host
+  // for refs of its actors (actor_node.hpp).
+  std::map<std::string, caf::actor> routes;
+};
+using agent_actor = caf::stateful_actor<agent_state>;
+
+caf::result<caf::actor, std::vector<char>> pack_link_answer(caf::actor pipe, const detail::link_answer& answer) {
+  auto packed = detail::encode(answer);
+  return {std::move(pipe), std::vector<char>(packed.begin(), packed.end())};
+}
+
+// A request for a link: routed ones are passed along the client link they name (its link process
+// answers); the others are served here. Either way the client's link becomes the route it proposed.
+caf::result<caf::actor, std::vector<char>> serve_link_request(agent_actor* self, const caf::actor& client,
+                                                              const std::vector<char>& request) {
+  detail::link_request req;
+  try {
+    req = detail::decode<detail::link_request>(std::string_view(request.data(), request.size()));
+  } catch (...) {
+    return pack_link_answer({}, detail::error_answer(std::current_exception()));
+  }
+  // A route already taken stays its first link's: a client cannot take over another's way back.
+  // (A link that does not last ends its route with it: the agent monitors its pipe.)
+  if (!req.way_back.empty() && self->state.routes.emplace(req.way_back, client).second) self->monitor(client);
+  if (!req.route.empty()) {
+    auto it = self->state.routes.find(req.route);
+    if (it == self->state.routes.end())
+      return pack_link_answer({}, {'x', "the link to that actor's host has ended", 0, req.target});
+    req.route.clear();
+    auto packed = detail::encode(req);
+    self->delegate(it->second, actor_link_atom::value, client, std::vector<char>(packed.begin(), packed.end()));
+    return caf::delegated<caf::actor, std::vector<char>>{};
+  }
+  auto [pipe, answer] = open_actor_link(self->home_system().middleman(), client, req);
+  return pack_link_answer(std::move(pipe), answer);
+}
+
 // (cpus is an argument rather than asked at each info_atom also because CAF 0.17.6 binds a
 // reference to a null pointer when spawning a function actor without arguments: UBSan aborts.)
-caf::behavior agent(caf::event_based_actor* self, std::uint32_t cpus) {
+caf::behavior agent(agent_actor* self, std::uint32_t cpus) {
+  self->set_down_handler([=](caf::down_msg& msg) {
+    std::erase_if(self->state.routes, [&](const auto& route) { return route.second.address() == msg.source; });
+  });
   return {
       [cpus](info_atom) { return cpus; },
       [=](actor_link_atom, const caf::actor& client, const std::vector<char>& request) {
-        return open_actor_link(self, client, request);
+        return serve_link_request(self, client, request);
       },
       [=](open_atom, const caf::actor& peer) -> caf::result<caf::actor> {
         try {

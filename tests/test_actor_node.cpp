@@ -45,16 +45,53 @@ struct Watch {  // monitors target; its Down goes to the watcher's report connec
   MSGPACK_DEFINE(target);
 };
 
+struct Echo {  // answers with the ref it was sent
+  mp::ActorRef ref;
+  MSGPACK_DEFINE(ref);
+};
+struct AddressOf {  // answers with the address of the ref it was sent, as the receiver sees it
+  mp::ActorRef ref;
+  MSGPACK_DEFINE(ref);
+};
+struct StopIt {  // stops target (1 s grace) and answers whether it still runs
+  mp::ActorRef target;
+  MSGPACK_DEFINE(target);
+};
+
+struct ViaHere {  // starts a helper actor on this host (answering Get with 3) and asks `via` to Ask it
+  mp::ActorRef via;
+  MSGPACK_DEFINE(via);
+};
+
 int ask(const Ask& a) { return a.target.request<int>(Get{}, patience); }
+mp::Behavior node_counter(mp::ActorContext&, int start);
+
+int ask_via_here(const ViaHere& v) {
+  auto helper = mp::spawn(node_counter, 3);
+  int answer = v.via.request<int>(Ask{helper}, patience);
+  helper.stop();
+  return answer;
+}
 
 // The actor the nodes run: a counter that also asks others.
 mp::Behavior node_counter(mp::ActorContext&, int start) {
   auto total = std::make_shared<int>(start);
   return mp::Behavior([total](const Add& a) { *total += a.n; }, [total](const Get&) { return *total; },
                       [](const WhoAmI&) { return std::vector<int>{::getpid(), ::getppid()}; }, ask,
+                      ask_via_here, [](const Echo& e) { return e.ref; }, [](const AddressOf& a) { return a.ref.address(); },
+                      [](const StopIt& s) {
+                        s.target.stop(std::chrono::seconds(1));
+                        return s.target.alive();
+                      },
                       [](const Nap& n) { std::this_thread::sleep_for(std::chrono::milliseconds(n.ms)); });
 }
 MULTIPROC_EXPORT(node_counter);
+
+// An actor the nodes run that answers Get with the answer of the actor it was spawned with.
+mp::Behavior node_relay(mp::ActorContext&, mp::ActorRef target) {
+  return mp::Behavior([target](const Get&) { return target.request<int>(Get{}, patience); });
+}
+MULTIPROC_EXPORT(node_relay);
 
 mp::Behavior not_exported(mp::ActorContext&) { return mp::Behavior([](const Get&) { return 0; }); }
 
@@ -170,6 +207,30 @@ TEST_CASE("actor node: a local actor requests an actor on a node, and the actor 
   CHECK(children_end(::getpid(), {node.pid()}));
 }
 
+TEST_CASE("actor node: a local actor's ref sent to (or spawned with) an actor on a node is routed back through "
+          "the node, and returns as itself",
+          "[actor_node]") {
+  Node node;
+  auto [r, w] = mp::Pipe(false);
+  auto counter = mp::spawn(on(node.address()), node_counter, 5);
+  auto local = mp::spawn(local_actor, w);
+  auto seen = counter.request<std::string>(AddressOf{local}, patience);
+  CHECK(seen == node.address() + "!" + seen.substr(seen.find('!') + 1));  // node!route/@address
+  CHECK(seen.ends_with("/" + local.address()));
+  CHECK(counter.request<mp::ActorRef>(Echo{local}, patience) == local);
+  CHECK(counter.request<int>(Ask{local}, patience) == 7);
+  CHECK(counter.request<int>(ViaHere{local}, patience) == 3);  // and the node's refs along it
+  CHECK(counter.request<mp::ActorRef>(Echo{counter}, patience) == counter);  // a node's ref stays as it is
+  auto relay = mp::spawn(on(node.address()), node_relay, local);               // a ref among spawn's arguments
+  CHECK(relay.request<int>(Get{}, patience) == 7);
+  relay.stop();
+  CHECK(!counter.request<bool>(StopIt{local}, patience));  // stop() along the route
+  CHECK(!local.alive());
+  counter.stop();
+  CHECK(children_end(node.pid()));
+  CHECK(children_end(::getpid(), {node.pid()}));
+}
+
 TEST_CASE("actor node: an init that is not exported is ValueError naming MULTIPROC_EXPORT", "[actor_node]") {
   Node node;
   CHECK_THROWS_WITH(mp::spawn(on(node.address()), not_exported), Catch::Contains("MULTIPROC_EXPORT"));
@@ -259,7 +320,10 @@ void use_node_from_host(std::string netns, std::string address, mp::Connection r
   auto local = mp::spawn(local_actor, w);
   int direct = counter.request<int>(Get{}, patience);
   int via_local = local.request<int>(Ask{counter}, patience);
-  report.send(std::vector<int>{direct, via_local});
+  int back_here = counter.request<int>(Ask{local}, patience);  // only the route reaches this host
+  int spawned_with = mp::spawn(on(address), node_relay, local).request<int>(Get{}, patience);
+  int node_helper = counter.request<int>(ViaHere{local}, patience);  // a ref of the node's host, routed
+  report.send(std::vector<int>{direct, via_local, back_here, spawned_with, node_helper});
   auto pending = counter.request_async<void>(Nap{60000});
   report.recv<std::string>();  // the wire is cut now
   std::string outcome = "answered";
@@ -292,7 +356,7 @@ TEST_CASE("actor node: an actor on another host works like a local one, and ends
   auto [here, there] = mp::Pipe(true);
   team.start(use_node_from_host, hosts.a(), address, there);
   REQUIRE(here.poll(patience));
-  CHECK(here.recv<std::vector<int>>() == std::vector<int>{11, 11});
+  CHECK(here.recv<std::vector<int>>() == std::vector<int>{11, 11, 7, 7, 3});
   REQUIRE(hosts.cut());
   auto cut_at = std::chrono::steady_clock::now();
   here.send(std::string("cut"));

@@ -5,14 +5,17 @@
 #include "actor_node.hpp"
 
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "actor_peer.hpp"
 #include "actor_socket.hpp"
@@ -26,10 +29,14 @@ namespace multiproc::detail {
 namespace {
 
 constexpr std::string_view node_separator = "/@";
+constexpr char route_separator = '!';
 
 struct node_keys {
   std::mutex m;
   std::map<std::string, std::string> by_node;
+  std::set<std::string> own_routes;  // "node!route" of the links this process (or an ancestor) opened
+  std::string home_address;          // set in a node's process: the node itself
+  std::string home_key;
 };
 
 node_keys& keys() {
@@ -50,6 +57,11 @@ std::string key_for(const std::string& node) {
     if (auto it = k.by_node.find(node); it != k.by_node.end()) return it->second;
   }
   if (const char* key = std::getenv("MULTIPROC_AUTHKEY"); key && *key) return key;
+  {
+    auto& k = keys();
+    std::lock_guard lk(k.m);
+    if (!k.home_key.empty()) return k.home_key;  // an actor of a node: its own node's key
+  }
   throw ValueError("no authkey is known for node " + node +
                    ": spawn an actor there from this process (or an ancestor it was forked from), or set "
                    "MULTIPROC_AUTHKEY");
@@ -122,12 +134,61 @@ link open_link(const std::string& node, const std::string& authkey, const link_r
   return l;
 }
 
-std::shared_ptr<actor_peer> peer_on(link& l, const ActorRef& ref) {
+// A fresh name for a link's way back (16 hex digits): unguessable, so that only holders of a ref
+// routed along it can use it.
+std::string new_way_back() {
+  std::uint64_t r = 0;
+  if (::getrandom(&r, sizeof r, 0) != sizeof r) throw OSError(std::string("getrandom failed: ") + std::strerror(errno), errno);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
+  return hex;
+}
+
+std::string route_name(const std::string& node, const std::string& way_back) {
+  return node + route_separator + way_back;
+}
+
+// The link's way back is this process's own: refs routed along it come back as this host's.
+void remember_route(const std::string& route) {
+  auto& k = keys();
+  std::lock_guard lk(k.m);
+  k.own_routes.insert(route);
+}
+
+std::shared_ptr<actor_peer> peer_on(link& l, const ActorRef& ref, std::string route) {
   unregister_internal_fd(l.fd);  // the peer registers it as its own
   auto peer = std::make_shared<actor_peer>(l.fd, ref);
-  peer->own_link(l.pidfd);
+  peer->own_link(l.pidfd, std::move(route));
   return peer;
 }
+
+// Where a link to the actor at a remote address goes, with what key, and the request's route:
+// an address routed back to another host ("node!route/@...") is reached through the node, which
+// for an actor of that node is the node it runs on. `spelled` is the node as the address names
+// it, which the link's own way back is named after.
+struct link_target {
+  std::string node;
+  std::string authkey;
+  std::string route;
+  std::string spelled;
+};
+
+link_target target_of(const ActorRef& ref) {
+  std::string_view node = node_of(ref.address());
+  auto bang = node.find(route_separator);
+  std::string spelled(node.substr(0, bang));
+  if (bang == std::string_view::npos) return {spelled, key_for(spelled), "", spelled};
+  std::string route(node.substr(bang + 1));
+  {
+    auto& k = keys();
+    std::lock_guard lk(k.m);
+    if (!k.home_address.empty()) return {k.home_address, k.home_key, std::move(route), std::move(spelled)};
+  }
+  return {spelled, key_for(spelled), std::move(route), spelled};
+}
+
+// While a route_scope lives on this thread: the route packed refs of this host's actors take.
+thread_local const std::string* current_route = nullptr;
 
 } // namespace
 
@@ -152,21 +213,41 @@ std::string_view address_on_node(std::string_view address) {
 }
 
 std::shared_ptr<actor_peer> connect_remote(const ActorRef& ref) {
-  std::string node(node_of(ref.address()));
-  auto l = open_link(node, key_for(node), {'c', std::string(address_on_node(ref.address())), "", "", 0});
-  if (l.answer.kind == 'k') return peer_on(l, ref);
+  auto to = target_of(ref);
+  auto way_back = new_way_back();
+  auto l = open_link(to.node, to.authkey,
+                     {'c', std::string(address_on_node(ref.address())), "", "", 0, to.route, way_back});
+  if (l.answer.kind == 'k') {
+    auto route = route_name(to.spelled, way_back);
+    remember_route(route);
+    return peer_on(l, ref, std::move(route));
+  }
   close_link(l);
   if (l.answer.kind == 'x') return nullptr;
-  raise_answer(l.answer, node);
+  raise_answer(l.answer, to.node);
 }
 
 void kill_on_node(const ActorRef& ref) {
-  std::string node(node_of(ref.address()));
-  auto l = open_link(node, key_for(node), {'k', std::string(address_on_node(ref.address())), "", "", ref.pid()});
+  auto to = target_of(ref);
+  auto l = open_link(to.node, to.authkey,
+                     {'k', std::string(address_on_node(ref.address())), "", "", ref.pid(), to.route, ""});
   close_link(l);
 }
 
-ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, std::string args) {
+void set_home_node(const std::string& address, const std::string& authkey) {
+  // A node bound to every interface reaches itself on loopback.
+  auto colon = address.rfind(':');
+  std::string_view host = std::string_view(address).substr(0, colon);
+  std::string home = address;
+  if (host == "0.0.0.0") home = "127.0.0.1" + address.substr(colon);
+  if (host == "[::]" || host == "::") home = "[::1]" + address.substr(colon);
+  auto& k = keys();
+  std::lock_guard lk(k.m);
+  k.home_address = std::move(home);
+  k.home_key = authkey;
+}
+
+ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, const std::function<std::string()>& pack_args) {
   const auto* entry = find_export(init);
   if (!entry || !entry->actor)
     throw ValueError("an actor on a node runs only an init marked MULTIPROC_EXPORT(function): export it (at "
@@ -175,14 +256,52 @@ ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, std::string 
     throw ValueError("an actor on a node needs ActorOptions::authkey: nodes never accept a connection without it");
   if (!options.name.empty()) actor_name_address(options.name);  // ValueError on a bad name, before any fork
   remember_key(options.node, options.authkey);
-  auto l = open_link(options.node, options.authkey, {'s', options.name, entry->name, std::move(args), 0});
+  auto way_back = new_way_back();
+  auto route = route_name(options.node, way_back);
+  remember_route(route);
+  std::string args;
+  {
+    route_scope scope(route);
+    args = pack_args();
+  }
+  auto l = open_link(options.node, options.authkey, {'s', options.name, entry->name, std::move(args), 0, "", way_back});
   if (l.answer.kind != 'k') {
     close_link(l);
     raise_answer(l.answer, options.node);
   }
   auto ref = actor_ref_access::make(options.name, l.answer.pid, options.node + "/" + l.answer.address);
-  adopt_peer(peer_on(l, ref));
+  adopt_peer(peer_on(l, ref, std::move(route)));
   return ref;
+}
+
+route_scope::route_scope(const ActorRef& to) : previous_(current_route) {
+  if (!is_remote_address(to.address())) return;
+  if (auto peer = peer_for(to); peer && !peer->route().empty()) {
+    route_ = peer->route() + "/";
+    current_route = &route_;
+  }
+}
+
+route_scope::route_scope(const std::string& route) : previous_(current_route), route_(route + "/") {
+  current_route = &route_;
+}
+
+route_scope::~route_scope() { current_route = previous_; }
+
+const std::string& routed_address(const std::string& address) {
+  if (!current_route || address.empty() || is_remote_address(address)) return address;
+  thread_local std::string routed;
+  routed = *current_route + address;
+  return routed;
+}
+
+void unroute_address(std::string& address) {
+  auto bang = address.find(route_separator);
+  if (bang == std::string::npos || !is_remote_address(address)) return;
+  auto slash = address.find(node_separator);
+  auto& k = keys();
+  std::lock_guard lk(k.m);
+  if (k.own_routes.count(address.substr(0, slash))) address.erase(0, slash + 1);
 }
 
 } // namespace multiproc::detail

@@ -3,6 +3,12 @@
 //
 // A remote ActorRef's address is the node's address, '/', then the actor's address on the node
 // ("10.0.0.2:7000/@multiproc-actor-..."); its pid is the actor's pid there.
+//
+// The way back: a ref of this host's actor packed for an actor on a node (route_scope) becomes
+// "node!route/@address", route naming (randomly, chosen by this process) the link this process
+// holds to that node. An actor on the
+// node reaches it through its own node, which passes the request along that link to its link
+// process here, which connects to the actor as the node would connect to one of its own.
 #pragma once
 
 #include <exception>
@@ -19,7 +25,9 @@ struct link_request {
   std::string init;    // 's': the exported name of the actor's init
   std::string args;    // 's': its arguments, packed as one array
   int pid = 0;         // 'k': kill the actor at address target, whose pid this is
-  MSGPACK_DEFINE(kind, target, init, args, pid);
+  std::string route;     // 'c', 'k': the actor is on the host of that route's link, not on the node
+  std::string way_back;  // 's', 'c': the route this link is to be, for refs of the client's host
+  MSGPACK_DEFINE(kind, target, init, args, pid, route, way_back);
 };
 
 struct link_answer {
@@ -46,5 +54,9 @@ std::shared_ptr<class actor_peer> connect_remote(const ActorRef& ref);
 
 // SIGKILLs the actor on a node that ref names, if it still runs there.
 void kill_on_node(const ActorRef& ref);
+
+// In a node's process, before it spawns anything: the node's own address and key, which its
+// actors (and their children) use to reach refs routed through it ("node!route/@address").
+void set_home_node(const std::string& address, const std::string& authkey);
 
 } // namespace multiproc::detail

@@ -37,8 +37,13 @@ public:
 
   int fd() const { return fd_; }
   const ActorRef& ref() const { return ref_; }
-  // For an actor on a node: the link process relaying fd (actor_node.hpp), reaped with the peer.
-  void own_link(int pidfd) { link_pidfd_ = pidfd; }
+  // For an actor on a node: the link process relaying fd (actor_node.hpp), reaped with the peer,
+  // and the route back to this host the node gave that link ("node!route", or "").
+  void own_link(int pidfd, std::string route) {
+    link_pidfd_ = pidfd;
+    route_ = std::move(route);
+  }
+  const std::string& route() const { return route_; }
   // Writes what post() queued, then one whole frame (buffer with wire header space), in that
   // order. false when the actor is gone.
   bool write(std::string& frame);
@@ -79,6 +84,7 @@ private:
 
   int fd_;
   int link_pidfd_ = -1;
+  std::string route_;
   ActorRef ref_;
   std::mutex write_m_;  // the socket's write side; held across the write
   std::mutex box_m_;    // guards box_

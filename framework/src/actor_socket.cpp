@@ -42,6 +42,8 @@ std::string new_actor_address() {
          std::to_string(nonce);
 }
 
+bool is_actor_address(std::string_view address) { return address.starts_with(user_prefix("actor")); }
+
 std::string actor_name_address(std::string_view name) {
   if (name.size() > max_name)
     throw ValueError("an actor name has at most " + std::to_string(max_name) + " bytes; '" + std::string(name) +

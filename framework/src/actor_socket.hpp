@@ -13,6 +13,8 @@ namespace multiproc::detail {
 std::string new_actor_address();
 // The address under which an actor of this user registers `name`. ValueError when too long.
 std::string actor_name_address(std::string_view name);
+// Whether address is one new_actor_address made (for this user).
+bool is_actor_address(std::string_view address);
 // A listening socket bound to name's address (close-on-exec): ValueError when another actor holds
 // the name (or it is too long), OSError when it cannot be bound.
 int take_actor_name(const std::string& name);

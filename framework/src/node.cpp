@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "actor_node.hpp"
 #include "actors_plugin.hpp"
 #include "crypto.hpp"
 #include "launch.hpp"
@@ -232,6 +233,7 @@ void serve_node(std::string address, std::string authkey, const std::function<vo
   const auto& plugin = detail::actors_plugin();
   detail::crypto();
   connection::Listener listener(std::move(address), authkey);
+  detail::set_home_node(listener.address(), authkey);
   auto agent = plugin.make_node_agent();
   detail::log(LogLevel::info, "node serving at {}", listener.address());
   if (ready) ready(listener.address());

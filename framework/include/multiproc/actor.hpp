@@ -72,6 +72,33 @@ msgpack::object_handle actor_request(const ActorRef& to, std::string& frame, Dea
 void actor_request_async(const ActorRef& to, std::string frame,
                          std::function<void(const msgpack::object*, std::exception_ptr)> done);
 void actor_send(const ActorRef& to, std::string& frame);
+
+// While one lives on a thread, refs of this host's actors pack with the way back to them from
+// the host of `to`, an actor on a node (actor_node.hpp): frames for such an actor are made under
+// one. Does nothing for an actor of this host.
+class route_scope {
+public:
+  explicit route_scope(const ActorRef& to);
+  explicit route_scope(const std::string& route);  // "node!route" of a link about to open
+  ~route_scope();
+  route_scope(const route_scope&) = delete;
+  route_scope& operator=(const route_scope&) = delete;
+
+private:
+  const std::string* previous_;
+  std::string route_;
+};
+// An actor's address as it packs under the thread's route_scope (unchanged without one).
+const std::string& routed_address(const std::string& address);
+// A received address routed back through this process's own link is this host's address again.
+void unroute_address(std::string& address);
+
+// The frame of msg for `to`.
+template <class M>
+std::string make_frame_to(const ActorRef& to, actor_frame kind, const M& msg) {
+  route_scope scope(to);
+  return make_frame(kind, msg);
+}
 template <class R>
 class actor_reply_job final : public result_job<stored_t<R>> {
 public:
@@ -95,7 +122,7 @@ public:
   // Erlang drops it. What a process sent is written before it exits normally.
   template <class M>
   void send(const M& msg) const {
-    auto frame = detail::make_frame(detail::actor_frame::send, msg);
+    auto frame = detail::make_frame_to(*this, detail::actor_frame::send, msg);
     detail::actor_send(*this, frame);
   }
 
@@ -105,7 +132,7 @@ public:
   // is not an R. An actor cannot request itself (ValueError). Thread-safe.
   template <class R = void, class M, class Rep, class Period>
   R request(const M& msg, std::chrono::duration<Rep, Period> timeout) const {
-    auto frame = detail::make_frame(detail::actor_frame::request, msg);
+    auto frame = detail::make_frame_to(*this, detail::actor_frame::request, msg);
     auto reply = detail::actor_request(*this, frame, detail::deadline_after(timeout));
     if constexpr (!std::is_void_v<R>) return detail::convert<R>(reply.get());
   }
@@ -115,7 +142,7 @@ public:
   template <class R = void, class M>
   AsyncResult<R> request_async(const M& msg) const {
     auto job = std::make_shared<detail::actor_reply_job<R>>();
-    auto frame = detail::make_frame(detail::actor_frame::request, msg);
+    auto frame = detail::make_frame_to(*this, detail::actor_frame::request, msg);
     detail::actor_request_async(*this, std::move(frame),
                                 [job](const msgpack::object* body, std::exception_ptr error) {
                                   if (body) {
@@ -147,7 +174,19 @@ public:
   explicit operator bool() const { return !address_.empty(); }
   friend bool operator==(const ActorRef& a, const ActorRef& b) { return a.address_ == b.address_; }
 
-  MSGPACK_DEFINE(name_, pid_, address_);
+  // As MSGPACK_DEFINE(name_, pid_, address_), the address routed for an actor on a node.
+  template <class Packer>
+  void msgpack_pack(Packer& pk) const {
+    msgpack::type::make_define_array(name_, pid_, detail::routed_address(address_)).msgpack_pack(pk);
+  }
+  void msgpack_unpack(const msgpack::object& o) {
+    msgpack::type::make_define_array(name_, pid_, address_).msgpack_unpack(o);
+    detail::unroute_address(address_);
+  }
+  template <class Object>
+  void msgpack_object(Object* o, msgpack::zone& z) const {
+    msgpack::type::make_define_array(name_, pid_, address_).msgpack_object(o, z);
+  }
 
 private:
   friend struct detail::actor_ref_access;
@@ -207,7 +246,7 @@ public:
   // that ends are dropped.
   template <class M, class Rep, class Period>
   void send_after(const ActorRef& to, const M& msg, std::chrono::duration<Rep, Period> delay) {
-    schedule(to, detail::make_frame(detail::actor_frame::send, msg),
+    schedule(to, detail::make_frame_to(to, detail::actor_frame::send, msg),
              std::chrono::duration_cast<std::chrono::nanoseconds>(delay));
   }
 
@@ -276,7 +315,7 @@ Process actor_process(std::optional<StartMethod> method, ActorSeat seat, F& init
 // Starts the actor on options.node: init must be exported (ValueError naming MULTIPROC_EXPORT),
 // args is its arguments packed as one array. AuthenticationError on a wrong key, OSError when the
 // node cannot be reached.
-ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, std::string args);
+ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, const std::function<std::string()>& pack_args);
 template <class Tuple, std::size_t... I>
 auto tuple_tail(std::index_sequence<I...>) -> std::tuple<std::tuple_element_t<I + 1, Tuple>...>;
 template <auto F>
@@ -339,7 +378,7 @@ ActorRef spawn(ActorOptions options, F init, A... args) {
       throw ValueError("the arguments of an actor on a node cross as MessagePack: handles cannot go to another host");
     } else {
       return detail::spawn_on_node(options, reinterpret_cast<detail::erased_fn>(+init),
-                                   detail::encode(std::tuple<A...>(args...)));
+                                   [&] { return detail::encode(std::tuple<A...>(args...)); });
     }
   }
   return detail::spawn_actor(options, [&](std::optional<StartMethod> method, detail::ActorSeat seat) {
