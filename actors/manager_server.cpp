@@ -831,10 +831,16 @@ bool serve_bytes(session_actor* self, std::string_view bytes) {
 // the spin is left to the multiplexer until it is quick again. The other sessions wait meanwhile,
 // so a client that is always quick gets a few spins' worth of calls, then the multiplexer's next
 // round serves the others before it again.
+// The longest a hot client's turn lasts before the others get theirs.
+detail::Clock::duration hot_turn() { return 4 * detail::spin_duration(); }
+// A client back this soon after its reply counts as quick (one that comes back within a spin
+// may still reach us through the multiplexer's wake-up, which can take a few spins).
+detail::Clock::duration quick_return() { return 4 * detail::spin_duration(); }
+
 void serve_while_hot(session_actor* self) {
   auto& st = self->state;
   if (st.spin_buf.empty()) st.spin_buf.resize(read_chunk);
-  auto turn_ends = detail::Clock::now() + 4 * detail::spin_duration();
+  auto turn_ends = detail::Clock::now() + hot_turn();
   while (st.hot && !st.ended && st.fd >= 0 && st.unwritten == 0 && detail::Clock::now() < turn_ends) {
     if (!detail::wait_readable(st.fd, detail::deadline_after(detail::spin_duration()))) {
       st.hot = false;
@@ -870,8 +876,7 @@ caf::behavior session_broker(session_actor* self, Server* server, std::shared_pt
       [=](const caf::io::new_data_msg& msg) {
         auto& st = self->state;
         if (st.ended) return;
-        // Back within a few spins of the last reply, even through the multiplexer's wake-up.
-        bool quick = !st.handshake && detail::Clock::now() - st.replied < 4 * detail::spin_duration();
+        bool quick = !st.handshake && detail::Clock::now() - st.replied < quick_return();
         if (!serve_bytes(self, std::string_view(msg.buf.data(), msg.buf.size()))) return;
         st.hot = quick;
         serve_while_hot(self);
