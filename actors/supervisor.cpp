@@ -162,8 +162,8 @@ struct supervisor_state {
   }
 
   // Spawns a new incarnation (from this thread: a child dies with the thread that spawned it)
-  // and hands a copy of its pidfd to the watcher.
-  void start(child_entry& c) {
+  // and hands a copy of its pidfd to the watcher. await_init: return once its init has run.
+  void start(child_entry& c, bool await_init = true) {
     if (c.standby) c.actor = c.standby.open();  // ActorRef{} when the standby died waiting
     if (!c.actor)
       c.actor = detail::spawn_actor(ActorOptions{.name = c.spec.name}, c.spec.start, c.name.take(c.spec.name));
@@ -175,7 +175,7 @@ struct supervisor_state {
       throw OSError(std::string("cannot watch a supervised child: ") + std::strerror(err), err);
     }
     self->send(watcher, watch_atom::value, c.incarnation, pidfd);
-    await_serving(c.actor);
+    if (await_init) await_serving(c.actor);
     if (standby && c.spec.restart != Restart::temporary)
       self->delayed_send(self, standby_delay, standby_atom::value, c.incarnation);
   }
@@ -270,7 +270,9 @@ struct supervisor_state {
       auto& c = known(id);
       ++c.restarts;
       try {
-        start(c);
+        // Each child after the init of those before it, as at the first start; after the last
+        // one nothing waits, and asking it whether it serves would only compete with its clients.
+        start(c, &id != &plan.start.back());
       } catch (const std::exception& e) {
         // As a crash at once: counted against the intensity, so that a child that can never
         // start again ends in giving up rather than in a loop.
