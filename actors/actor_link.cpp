@@ -48,9 +48,15 @@ std::vector<char> exit_notice(int code) {
   return {out.begin(), out.end()};
 }
 
-// Reaps the owned actor, killing it first unless it is ending anyway; its exit code.
+// How long an owned actor that closed its connection has to end before it is killed: it closes
+// it as it exits, so this is only reached by one that lives on without its owner.
+constexpr int owned_actor_exit_ms = 1000;
+
+// Reaps the owned actor, killing it first unless it is ending anyway (then it gets a moment to
+// end: this runs on the multiplexer's thread, which must not wait for long); its exit code.
 int end_owned_actor(pipe_state& st, bool kill) {
-  if (kill) detail::pidfd_send_signal(st.actor_pidfd, SIGKILL);
+  pollfd ended{st.actor_pidfd, POLLIN, 0};
+  if (kill || ::poll(&ended, 1, owned_actor_exit_ms) == 0) detail::pidfd_send_signal(st.actor_pidfd, SIGKILL);
   int code = detail::try_reap(st.actor_pidfd, true).value_or(255);
   detail::unregister_internal_fd(st.actor_pidfd);
   ::close(std::exchange(st.actor_pidfd, -1));

@@ -41,6 +41,10 @@ struct Boom {
   std::string why;
   MSGPACK_DEFINE(why);
 };
+struct AskDead {  // requests an actor that has ended: the handler throws mp::ActorExited
+  mp::ActorRef target;
+  MSGPACK_DEFINE(target);
+};
 struct Nap {  // sets the event (if any) and sleeps: a handler that is busy on purpose
   int ms = 0;
   MSGPACK_DEFINE(ms);
@@ -88,6 +92,7 @@ mp::Behavior counter(mp::ActorContext& ctx, int start, mp::Event busy) {
       [n](const Add& a) { *n += a.n; },
       [n](const Get&) { return *n; },
       [](const Boom& b) -> int { throw std::runtime_error(b.why); },
+      [](const AskDead& d) { return d.target.request<int>(Get{}, patience); },
       [busy](const Nap& nap) mutable {
         busy.set();
         std::this_thread::sleep_for(std::chrono::milliseconds(nap.ms));
@@ -314,6 +319,27 @@ TEST_CASE("actor: a handler that throws ends the actor with exit code 1: RemoteE
   CHECK_FALSE(a.alive());
   CHECK_THROWS_AS(a.request<int>(Get{}, patience), mp::ActorExited);
   a.send(Add{1});  // dropped, as to any ended actor
+}
+
+TEST_CASE("actor: a handler that throws one of the library's errors crashes the actor too, rather than dropping "
+          "the requester's connection",
+          "[actor][crash]") {
+  auto dead = mp::spawn(plain_counter);
+  dead.stop();
+  auto a = mp::spawn(plain_counter);
+  try {
+    a.request<int>(AskDead{dead}, patience);
+    FAIL("a request to an ended actor succeeded");
+  } catch (const mp::RemoteError& e) {
+    CHECK(e.type_name() == "multiproc::ActorExited");
+  }
+  try {
+    a.request<int>(Get{}, patience);
+    FAIL("the actor answered after its handler threw");
+  } catch (const mp::ActorExited& e) {
+    CHECK(e.exitcode() == 1);
+  }
+  CHECK_FALSE(a.alive());
 }
 
 TEST_CASE("actor: a handler killed by SIGKILL mid-request fails the request with ActorExited(-9)", "[actor][crash]") {

@@ -1,10 +1,15 @@
 // Actors on nodes (ActorOptions::node): an actor spawned on a node process (loopback, or another
 // network namespace) reached through its ActorRef from this process and from local actors.
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
@@ -226,6 +231,58 @@ TEST_CASE("actor node: a local actor's ref sent to (or spawned with) an actor on
   relay.stop();
   CHECK(!counter.request<bool>(StopIt{local}, patience));  // stop() along the route
   CHECK(!local.alive());
+  counter.stop();
+  CHECK(children_end(node.pid()));
+  CHECK(children_end(::getpid(), {node.pid()}));
+}
+
+namespace {
+
+// A listening socket at the abstract address `@name` (nonblocking), or -1.
+int listen_at(const std::string& name) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path + 1, name.data(), name.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0 || ::listen(fd, 8) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+mp::ActorRef ref_at(const std::string& address) {
+  return mp::detail::decode<mp::ActorRef>(mp::detail::encode(std::make_tuple(std::string(), 1, address)));
+}
+
+} // namespace
+
+TEST_CASE("actor node: the way back reaches only actors' sockets: a routed ref to another socket of this host is "
+          "refused",
+          "[actor_node]") {
+  Node node;
+  auto [r, w] = mp::Pipe(false);
+  auto counter = mp::spawn(on(node.address()), node_counter, 5);
+  auto prober = mp::spawn(on(node.address()), node_counter, 0);
+  auto local = mp::spawn(local_actor, w);
+  auto seen = counter.request<std::string>(AddressOf{local}, patience);  // node!route/@<local's address>
+  std::string other = "multiproc-test-not-an-actor-" + std::to_string(::getpid());
+  int fd = listen_at(other);
+  REQUIRE(fd >= 0);
+  auto forged = ref_at(seen.substr(0, seen.find("/@") + 1) + "@" + other);
+  try {
+    prober.request<int>(Ask{forged}, patience);
+    FAIL("the node reached a socket that is not an actor's");
+  } catch (const mp::RemoteError& e) {
+    CHECK_THAT(e.what(), Catch::Matchers::Contains("only reach the actors"));
+  }
+  CHECK(::accept(fd, nullptr, nullptr) < 0);  // nobody connected
+  CHECK(errno == EAGAIN);
+  ::close(fd);
+  CHECK_THROWS_AS(prober.request<int>(Get{}, patience), mp::ActorExited);  // its handler threw: it crashed
+  CHECK(counter.request<int>(Ask{local}, patience) == 7);                  // the route itself still works
+  local.stop();
   counter.stop();
   CHECK(children_end(node.pid()));
   CHECK(children_end(::getpid(), {node.pid()}));

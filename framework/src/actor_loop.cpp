@@ -163,16 +163,22 @@ void actor_loop::read_client(std::size_t index) {
   client& c = *clients_[index];
   try {
     if (c.in.fill(c.fd) == frame_reader::fill_result::eof) return close_client(index);
-    while (!quit_) {
-      auto frame = c.in.next();
-      if (!frame) break;
-      handle(*frame, &c);
-      flush_posted_by_loop();
-    }
   } catch (const Error& e) {
-    // A malformed length: the stream cannot be resynchronised, so this peer is dropped.
-    log(LogLevel::warning, "actor {} dropped a peer that sent a bad frame: {}", self_.address(), e.what());
-    close_client(index);
+    log(LogLevel::warning, "actor {} dropped a peer it could not read: {}", self_.address(), e.what());
+    return close_client(index);
+  }
+  while (!quit_) {
+    std::optional<std::string_view> frame;
+    try {
+      frame = c.in.next();
+    } catch (const Error& e) {
+      // A malformed length: the stream cannot be resynchronised, so this peer is dropped.
+      log(LogLevel::warning, "actor {} dropped a peer that sent a bad frame: {}", self_.address(), e.what());
+      return close_client(index);
+    }
+    if (!frame) break;
+    handle(*frame, &c);  // what a handler throws ends the actor (run), whatever its type
+    flush_posted_by_loop();
   }
 }
 
