@@ -697,7 +697,9 @@ TEST_CASE("actor: no process or descriptor is left once the actors ended", "[act
     CHECK_FALSE(killed.alive());
   }
   CHECK(no_children_left());
-  CHECK(open_fd_count() == fds_before);
+  // Not more than before: run in one process with the others, this test may also see the end of
+  // an earlier test's connection (to an actor that has ended since) and close it.
+  CHECK(open_fd_count() <= fds_before);
 }
 
 // ---- type ids ------------------------------------------------------------------------------
