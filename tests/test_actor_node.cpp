@@ -63,6 +63,14 @@ struct StopIt {  // stops target (1 s grace) and answers whether it still runs
   MSGPACK_DEFINE(target);
 };
 
+struct Keep {  // keeps ref, for UseKept
+  mp::ActorRef ref;
+  MSGPACK_DEFINE(ref);
+};
+struct UseKept {  // requests Get of the kept ref and answers with its answer
+  int unused = 0;
+  MSGPACK_DEFINE(unused);
+};
 struct ViaHere {  // starts a helper actor on this host (answering Get with 3) and asks `via` to Ask it
   mp::ActorRef via;
   MSGPACK_DEFINE(via);
@@ -81,9 +89,12 @@ int ask_via_here(const ViaHere& v) {
 // The actor the nodes run: a counter that also asks others.
 mp::Behavior node_counter(mp::ActorContext&, int start) {
   auto total = std::make_shared<int>(start);
+  auto kept = std::make_shared<mp::ActorRef>();
   return mp::Behavior([total](const Add& a) { *total += a.n; }, [total](const Get&) { return *total; },
                       [](const WhoAmI&) { return std::vector<int>{::getpid(), ::getppid()}; }, ask,
-                      ask_via_here, [](const Echo& e) { return e.ref; }, [](const AddressOf& a) { return a.ref.address(); },
+                      ask_via_here, [](const Echo& e) { return e.ref; },
+                      [kept](const Keep& k) { *kept = k.ref; },
+                      [kept](const UseKept&) { return kept->request<int>(Get{}, patience); }, [](const AddressOf& a) { return a.ref.address(); },
                       [](const StopIt& s) {
                         s.target.stop(std::chrono::seconds(1));
                         return s.target.alive();
@@ -91,6 +102,9 @@ mp::Behavior node_counter(mp::ActorContext&, int start) {
                       [](const Nap& n) { std::this_thread::sleep_for(std::chrono::milliseconds(n.ms)); });
 }
 MULTIPROC_EXPORT(node_counter);
+
+// In a child process: gives keeper ref, along this process's own link to keeper's node.
+void hand_over(mp::ActorRef keeper, mp::ActorRef ref) { keeper.request<void>(Keep{ref}, patience); }
 
 // An actor the nodes run that answers Get with the answer of the actor it was spawned with.
 mp::Behavior node_relay(mp::ActorContext&, mp::ActorRef target) {
@@ -293,6 +307,36 @@ TEST_CASE("actor node: the way back reaches only actors' sockets: a routed ref t
   CHECK(counter.request<int>(Ask{local}, patience) == 7);                  // the route itself still works
   local.stop();
   counter.stop();
+  CHECK(children_end(node.pid()));
+  CHECK(children_end(::getpid(), {node.pid()}));
+}
+
+TEST_CASE("actor node: a way back ends with the link it names: a request along it is then ActorExited, not a hang",
+          "[actor_node]") {
+  Node node;
+  auto [r, w] = mp::Pipe(false);
+  auto keeper = mp::spawn(on(node.address()), node_counter, 5);
+  auto local = mp::spawn(local_actor, w);
+  mp::Process courier(hand_over, keeper, local);  // gives keeper local's ref along its own link
+  courier.start();
+  join_or_kill(courier);
+  REQUIRE(courier.exitcode() == 0);
+  // The courier's link ends with it, its way back a moment later: until then the kept ref works.
+  std::string outcome;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       outcome.empty() && std::chrono::steady_clock::now() < deadline;) {
+    try {
+      int answer = keeper.request<int>(UseKept{}, patience);
+      CHECK(answer == 7);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } catch (const mp::RemoteError& e) {
+      outcome = e.type_name();
+    }
+  }
+  CHECK(outcome == "multiproc::ActorExited");
+  CHECK(ends_within(keeper, patience));  // its handler threw: it crashed
+  CHECK(local.alive());         // only the way to it has ended
+  local.stop();
   CHECK(children_end(node.pid()));
   CHECK(children_end(::getpid(), {node.pid()}));
 }
