@@ -40,17 +40,44 @@ void write_bytes(pipe_actor* self, const std::vector<char>& bytes) {
   self->flush(self->state.local);
 }
 
+// A control frame of the actor protocol, with its wire header, ready to write.
+template <class T>
+std::string wire_frame(detail::actor_frame kind, const T& body) {
+  auto payload = detail::control_frame(kind, 0, body);
+  std::string out;
+  detail::append_frame(out, std::string_view(payload).substr(detail::frame_reserve));
+  return out;
+}
+
 // The exit notice the actor's code would have sent, for an actor that could not (killed).
 std::vector<char> exit_notice(int code) {
-  auto frame = detail::control_frame(detail::actor_frame::exit_notice, 0, code);
-  std::string out;
-  detail::append_frame(out, std::string_view(frame).substr(detail::frame_reserve));
-  return {out.begin(), out.end()};
+  auto frame = wire_frame(detail::actor_frame::exit_notice, code);
+  return {frame.begin(), frame.end()};
 }
 
 // How long an owned actor that closed its connection has to end before it is killed: it closes
 // it as it exits, so this is only reached by one that lives on without its owner.
 constexpr int owned_actor_exit_ms = 1000;
+
+// Writes a frame whole on a blocking socket, or throws OSError.
+void write_whole(int fd, std::string_view frame) {
+  while (!frame.empty()) {
+    ssize_t n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw OSError(std::string("cannot write to an actor: ") + std::strerror(errno), errno);
+    frame.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// Tells a freshly connected actor the way back along which this connection came (routed_from).
+void tell_route(int fd, const std::string& way_back) {
+  try {
+    write_whole(fd, wire_frame(detail::actor_frame::routed_from, way_back));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
 
 // Reaps the owned actor, killing it first unless it is ending anyway (then it gets a moment to
 // end: this runs on the multiplexer's thread, which must not wait for long); its exit code.
@@ -179,7 +206,7 @@ void kill_here(const detail::link_request& req) {
 } // namespace
 
 std::pair<caf::actor, detail::link_answer> open_actor_link(caf::io::middleman& mm, const caf::actor& client,
-                                                           const detail::link_request& req) {
+                                                           const detail::link_request& req, const std::string& way_back) {
   try {
     if (req.kind == 's') {
       auto s = spawn_here(req);
@@ -189,8 +216,10 @@ std::pair<caf::actor, detail::link_answer> open_actor_link(caf::io::middleman& m
       kill_here(req);
       return {caf::actor{}, {'x', "killed", 0, req.target}};
     }
-    if (int fd = detail::connect_abstract(req.target); fd >= 0)
+    if (int fd = detail::connect_abstract(req.target); fd >= 0) {
+      if (!way_back.empty()) tell_route(fd, way_back);
       return {mm.spawn_broker(node_pipe, fd, client, -1), {'k', "", 0, req.target}};
+    }
     return {caf::actor{}, {'x', "the actor has ended", 0, req.target}};
   } catch (...) {
     return {caf::actor{}, detail::error_answer(std::current_exception())};
@@ -233,14 +262,16 @@ void fail(pipe_actor* self, int sock, std::string message) {
 
 // A request the node routed back to this host (an actor there holds a ref of one here): connect
 // to an actor of this host, or kill one; never anything else, and nothing but an actor's socket.
+// A connected actor first learns way_back, along which refs in its answers reach the node's host.
 caf::result<caf::actor, std::vector<char>> open_routed_link(caf::io::middleman& mm, const caf::actor& client,
-                                                            const std::vector<char>& request) {
+                                                            const std::vector<char>& request,
+                                                            const std::string& way_back) {
   detail::link_answer answer{'v', "a node may only reach the actors of its client's host", 0, ""};
   caf::actor pipe;
   try {
     auto req = detail::decode<detail::link_request>(std::string_view(request.data(), request.size()));
     if ((req.kind == 'c' || req.kind == 'k') && req.route.empty() && detail::is_actor_address(req.target))
-      std::tie(pipe, answer) = open_actor_link(mm, client, req);
+      std::tie(pipe, answer) = open_actor_link(mm, client, req, way_back);
   } catch (...) {
     answer = detail::error_answer(std::current_exception());
   }
@@ -250,7 +281,8 @@ caf::result<caf::actor, std::vector<char>> open_routed_link(caf::io::middleman& 
 
 // The client's pipe: asks the agent for the link, passes its answer on, then relays; meanwhile it
 // is the node's way back to this host (open_routed_link).
-caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vector<char> request) {
+caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vector<char> request,
+                          std::string way_back) {
   self->state.local = self->add_scribe(sock);
   self->monitor(agent);
   self->set_down_handler([=](caf::down_msg& msg) {
@@ -267,9 +299,9 @@ caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vec
             self->monitor(pipe);
             start(self, pipe);
             auto& mm = self->home_system().middleman();
-            self->become(relay(self).or_else([&mm](actor_link_atom, const caf::actor& client,
-                                                    const std::vector<char>& routed) {
-              return open_routed_link(mm, client, routed);
+            self->become(relay(self).or_else([&mm, way_back](actor_link_atom, const caf::actor& client,
+                                                              const std::vector<char>& routed) {
+              return open_routed_link(mm, client, routed, way_back);
             }));
           },
           [=](caf::error& e) { fail(self, sock, self->home_system().render(e)); });
@@ -279,7 +311,8 @@ caf::behavior client_pipe(pipe_actor* self, int sock, caf::actor agent, std::vec
 
 } // namespace
 
-int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request) {
+int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request,
+                   const std::string& way_back) {
   auto& sys = lasting_system();
   caf::actor agent;
   try {
@@ -290,7 +323,8 @@ int run_actor_link(int sock, const std::string& node, const std::string& authkey
     (void)!::write(sock, frame.data(), frame.size());
     return 0;
   }
-  auto pipe = sys.middleman().spawn_broker(client_pipe, sock, agent, std::vector<char>(request.begin(), request.end()));
+  auto pipe = sys.middleman().spawn_broker(client_pipe, sock, agent, std::vector<char>(request.begin(), request.end()),
+                                           way_back);
   caf::scoped_actor self{sys};
   self->wait_for(pipe);
   return 0;

@@ -26,9 +26,11 @@ using actor_link_atom = caf::atom_constant<caf::atom("mp_alink")>;
 
 // The node side of actor_link_atom: spawns the actor the request names (or connects to it, or
 // kills it) and answers with the node's pipe (null unless linked) and the answer actor_node.hpp
-// describes. A link process runs it too, for requests a node routes back to its host.
+// describes. A link process runs it too, for requests a node routes back to its host: way_back
+// is then the route (its own) that an actor it connects to packs refs in its answers along.
 std::pair<caf::actor, detail::link_answer> open_actor_link(caf::io::middleman& mm, const caf::actor& client,
-                                                           const detail::link_request& req);
+                                                           const detail::link_request& req,
+                                                           const std::string& way_back = {});
 
 // Defined in node_agent.cpp, shared by both halves of nodes:
 // An authenticated connection to the node at address (AuthenticationError, OSError).

@@ -45,8 +45,10 @@ int run_node_proxy(int sock, const std::string& address, const std::string& auth
 
 // The body of an actor link process (framework/src/actor_node.hpp): connects to the node, sends
 // it the packed link_request, writes the node's link_answer as one frame on sock, then relays sock
-// to the actor until either end closes or the node is lost.
-int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request);
+// to the actor until either end closes or the node is lost. way_back ("node!route", or "") is
+// the route the request proposed: this process serves what the node sends along it.
+int run_actor_link(int sock, const std::string& node, const std::string& authkey, const std::string& request,
+                   const std::string& way_back);
 
 // The number of CPUs of the node at address (its default processes_per_node). Builds a fresh
 // actor system: call it in a child process of its own. AuthenticationError on a wrong key,

@@ -22,7 +22,7 @@ namespace multiproc::actors {
 
 // Changes whenever the table or a type it passes changes shape: a plugin from another build is
 // refused instead of being called with the wrong layout.
-inline constexpr std::uint32_t plugin_abi = 5;
+inline constexpr std::uint32_t plugin_abi = 6;
 
 struct plugin_table {
   std::uint32_t abi;
@@ -34,7 +34,8 @@ struct plugin_table {
   std::unique_ptr<node_agent> (*make_node_agent)();
   int (*run_node_proxy)(int sock, const std::string& address, const std::string& authkey);
   unsigned (*node_cpu_count)(const std::string& address, const std::string& authkey);
-  int (*run_actor_link)(int sock, const std::string& node, const std::string& authkey, const std::string& request);
+  int (*run_actor_link)(int sock, const std::string& node, const std::string& authkey, const std::string& request,
+                        const std::string& way_back);
 };
 
 } // namespace multiproc::actors

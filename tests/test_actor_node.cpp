@@ -71,6 +71,14 @@ struct UseKept {  // requests Get of the kept ref and answers with its answer
   int unused = 0;
   MSGPACK_DEFINE(unused);
 };
+struct Self {  // the local actor answers with its own ref
+  int unused = 0;
+  MSGPACK_DEFINE(unused);
+};
+struct ThroughAnswer {  // asks target for its own ref, then Get of that ref: {its address as seen, the answer}
+  mp::ActorRef target;
+  MSGPACK_DEFINE(target);
+};
 struct ViaHere {  // starts a helper actor on this host (answering Get with 3) and asks `via` to Ask it
   mp::ActorRef via;
   MSGPACK_DEFINE(via);
@@ -94,6 +102,10 @@ mp::Behavior node_counter(mp::ActorContext&, int start) {
                       [](const WhoAmI&) { return std::vector<int>{::getpid(), ::getppid()}; }, ask,
                       ask_via_here, [](const Echo& e) { return e.ref; },
                       [kept](const Keep& k) { *kept = k.ref; },
+                      [](const ThroughAnswer& t) {
+                        auto ref = t.target.request<mp::ActorRef>(Self{}, patience);
+                        return std::make_tuple(ref.address(), ref.request<int>(Get{}, patience));
+                      },
                       [kept](const UseKept&) { return kept->request<int>(Get{}, patience); }, [](const AddressOf& a) { return a.ref.address(); },
                       [](const StopIt& s) {
                         s.target.stop(std::chrono::seconds(1));
@@ -117,6 +129,7 @@ mp::Behavior not_exported(mp::ActorContext&) { return mp::Behavior([](const Get&
 // A local actor: answers Get with 7, asks others, reports the Down of what it watches.
 mp::Behavior local_actor(mp::ActorContext& ctx, mp::Connection report) {
   return mp::Behavior([](const Get&) { return 7; }, ask, [&ctx](const Watch& w) { ctx.monitor(w.target); },
+                      [&ctx](const Self&) { return ctx.self(); },
                       [report](const mp::Down& d) mutable { report.send(d.exitcode); });
 }
 
@@ -248,6 +261,9 @@ TEST_CASE("actor node: a local actor's ref sent to (or spawned with) an actor on
   CHECK(counter.request<mp::ActorRef>(Echo{local}, patience) == local);
   CHECK(counter.request<int>(Ask{local}, patience) == 7);
   CHECK(counter.request<int>(ViaHere{local}, patience) == 3);  // and the node's refs along it
+  auto [seen_in_answer, answered] = counter.request<std::tuple<std::string, int>>(ThroughAnswer{local}, patience);
+  CHECK(seen_in_answer.find('!') != std::string::npos);  // a ref in an answer along the way back is routed too
+  CHECK(answered == 7);
   CHECK(counter.request<mp::ActorRef>(Echo{counter}, patience) == counter);  // a node's ref stays as it is
   auto relay = mp::spawn(on(node.address()), node_relay, local);               // a ref among spawn's arguments
   CHECK(relay.request<int>(Get{}, patience) == 7);
@@ -433,7 +449,8 @@ void use_node_from_host(std::string netns, std::string address, mp::Connection r
   int back_here = counter.request<int>(Ask{local}, patience);  // only the route reaches this host
   int spawned_with = mp::spawn(on(address), node_relay, local).request<int>(Get{}, patience);
   int node_helper = counter.request<int>(ViaHere{local}, patience);  // a ref of the node's host, routed
-  report.send(std::vector<int>{direct, via_local, back_here, spawned_with, node_helper});
+  int in_answer = std::get<1>(counter.request<std::tuple<std::string, int>>(ThroughAnswer{local}, patience));
+  report.send(std::vector<int>{direct, via_local, back_here, spawned_with, node_helper, in_answer});
   auto pending = counter.request_async<void>(Nap{60000});
   report.recv<std::string>();  // the wire is cut now
   std::string outcome = "answered";
@@ -466,7 +483,7 @@ TEST_CASE("actor node: an actor on another host works like a local one, and ends
   auto [here, there] = mp::Pipe(true);
   team.start(use_node_from_host, hosts.a(), address, there);
   REQUIRE(here.poll(patience));
-  CHECK(here.recv<std::vector<int>>() == std::vector<int>{11, 11, 7, 7, 3});
+  CHECK(here.recv<std::vector<int>>() == std::vector<int>{11, 11, 7, 7, 3, 7});
   REQUIRE(hosts.cut());
   auto cut_at = std::chrono::steady_clock::now();
   here.send(std::string("cut"));

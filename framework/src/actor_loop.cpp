@@ -155,7 +155,7 @@ void actor_loop::accept_from(int listen_fd) {
     return;
   }
   register_internal_fd(fd);
-  clients_.push_back(std::make_unique<client>(client{fd, {}}));
+  clients_.push_back(std::make_unique<client>(client{fd, {}, {}}));
   poll_set_dirty_ = true;
 }
 
@@ -189,6 +189,11 @@ void actor_loop::close_client(std::size_t index) {
   poll_set_dirty_ = true;
 }
 
+const std::string& actor_loop::route_of(const client* from) {
+  static const std::string none;
+  return from ? from->route : none;
+}
+
 void actor_loop::handle(std::string_view payload, client* from) {
   if (payload.size() < actor_header) {
     log(LogLevel::warning, "actor {} dropped a frame of {} bytes, too short for a message", self_.address(),
@@ -209,9 +214,17 @@ void actor_loop::handle(std::string_view payload, client* from) {
       }
       return;
     case actor_frame::whoami: {
+      route_scope along(route_of(from));
       auto frame = control_frame(actor_frame::reply, frame_request_id(payload), self_);
       return answer(from, frame);
     }
+    case actor_frame::routed_from:
+      try {
+        if (from) from->route = decode<std::string>(frame_body(payload));
+      } catch (const Error& e) {
+        log(LogLevel::warning, "actor {} dropped a bad route: {}", self_.address(), e.what());
+      }
+      return;
     default:
       log(LogLevel::warning, "actor {} dropped a frame of unknown kind {}", self_.address(),
           static_cast<int>(frame_kind(payload)));
@@ -245,6 +258,7 @@ void actor_loop::dispatch(std::string_view payload, client* from) {
     return;
   }
   try {
+    route_scope along(route_of(from));  // refs in the answer, for a peer on another host
     entry.invoke(body.get(), wants_answer ? &out_ : nullptr);
   } catch (const bad_message& e) {
     log(LogLevel::warning, "actor {} dropped a message of type {}: {}", self_.address(), entry.type_name, e.what());

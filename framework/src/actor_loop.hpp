@@ -49,6 +49,7 @@ private:
   struct client {
     int fd;
     frame_reader in;
+    std::string route;  // from routed_from: what refs in answers to this peer pack along
   };
   struct watch {
     std::shared_ptr<actor_peer> peer;
@@ -68,6 +69,8 @@ private:
   void close_client(std::size_t index);
   void handle(std::string_view payload, client* from);
   void dispatch(std::string_view payload, client* from);
+  // What refs in answers to `from` pack along ("" for a peer of this host, or no peer).
+  static const std::string& route_of(const client* from);
   void answer(client* from, std::string& frame);
   void answer_error(client* from, std::uint64_t request_id, errc code, const std::string& type,
                     const std::string& message);

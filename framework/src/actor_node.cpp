@@ -96,7 +96,8 @@ void close_link(link& l) {
 // Starts a link process for req and reads the node's answer. The process ends when this end
 // closes or the link breaks; PR_SET_PDEATHSIG is off so that it does not end with the thread that
 // happened to open it.
-link open_link(const std::string& node, const std::string& authkey, const link_request& req) {
+link open_link(const std::string& node, const std::string& authkey, const link_request& req,
+               const std::string& way_back_route) {
   const auto& plugin = actors_plugin();
   crypto();  // before the fork: the link process authenticates
   int sv[2];
@@ -112,7 +113,7 @@ link open_link(const std::string& node, const std::string& authkey, const link_r
     child = fork_child({"ActorLink", true, next_child_identity()},
                        [&] {
                          ::prctl(PR_SET_PDEATHSIG, 0);
-                         return plugin.run_actor_link(sv[1], node, authkey, request);
+                         return plugin.run_actor_link(sv[1], node, authkey, request, way_back_route);
                        },
                        {sv[1]});
   } catch (...) {
@@ -215,10 +216,10 @@ std::string_view address_on_node(std::string_view address) {
 std::shared_ptr<actor_peer> connect_remote(const ActorRef& ref) {
   auto to = target_of(ref);
   auto way_back = new_way_back();
+  auto route = route_name(to.spelled, way_back);
   auto l = open_link(to.node, to.authkey,
-                     {'c', std::string(address_on_node(ref.address())), "", "", 0, to.route, way_back});
+                     {'c', std::string(address_on_node(ref.address())), "", "", 0, to.route, way_back}, route);
   if (l.answer.kind == 'k') {
-    auto route = route_name(to.spelled, way_back);
     remember_route(route);
     return peer_on(l, ref, std::move(route));
   }
@@ -230,7 +231,7 @@ std::shared_ptr<actor_peer> connect_remote(const ActorRef& ref) {
 void kill_on_node(const ActorRef& ref) {
   auto to = target_of(ref);
   auto l = open_link(to.node, to.authkey,
-                     {'k', std::string(address_on_node(ref.address())), "", "", ref.pid(), to.route, ""});
+                     {'k', std::string(address_on_node(ref.address())), "", "", ref.pid(), to.route, ""}, "");
   close_link(l);
 }
 
@@ -264,7 +265,8 @@ ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, const std::f
     route_scope scope(route);
     args = pack_args();
   }
-  auto l = open_link(options.node, options.authkey, {'s', options.name, entry->name, std::move(args), 0, "", way_back});
+  auto l = open_link(options.node, options.authkey, {'s', options.name, entry->name, std::move(args), 0, "", way_back},
+                     route);
   if (l.answer.kind != 'k') {
     close_link(l);
     raise_answer(l.answer, options.node);
@@ -282,7 +284,9 @@ route_scope::route_scope(const ActorRef& to) : previous_(current_route) {
   }
 }
 
-route_scope::route_scope(const std::string& route) : previous_(current_route), route_(route + "/") {
+route_scope::route_scope(const std::string& route) : previous_(current_route) {
+  if (route.empty()) return;
+  route_ = route + "/";
   current_route = &route_;
 }
 

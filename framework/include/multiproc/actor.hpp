@@ -79,7 +79,7 @@ void actor_send(const ActorRef& to, std::string& frame);
 class route_scope {
 public:
   explicit route_scope(const ActorRef& to);
-  explicit route_scope(const std::string& route);  // "node!route" of a link about to open
+  explicit route_scope(const std::string& route);  // "node!route" (nothing for ""): along that link
   ~route_scope();
   route_scope(const route_scope&) = delete;
   route_scope& operator=(const route_scope&) = delete;

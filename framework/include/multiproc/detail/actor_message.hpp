@@ -34,6 +34,7 @@ enum class actor_frame : char {
   link = 5,         // body: the ActorRef that links to the receiver
   exit_notice = 6,  // body: the sender's exit code, written to every peer as it ends
   whoami = 7,       // a request for the actor's own ActorRef (whereis)
+  routed_from = 8,  // body: "node!route", the way back to the actor's host from this peer's (actor_node.hpp)
 };
 
 inline constexpr std::size_t actor_header = 1 + 8 + 8;
