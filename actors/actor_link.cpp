@@ -40,39 +40,23 @@ void write_bytes(pipe_actor* self, const std::vector<char>& bytes) {
   self->flush(self->state.local);
 }
 
-// A control frame of the actor protocol, with its wire header, ready to write.
-template <class T>
-std::string wire_frame(detail::actor_frame kind, const T& body) {
-  auto payload = detail::control_frame(kind, 0, body);
-  std::string out;
-  detail::append_frame(out, std::string_view(payload).substr(detail::frame_reserve));
-  return out;
-}
-
 // The exit notice the actor's code would have sent, for an actor that could not (killed).
 std::vector<char> exit_notice(int code) {
-  auto frame = wire_frame(detail::actor_frame::exit_notice, code);
-  return {frame.begin(), frame.end()};
+  auto frame = detail::control_frame(detail::actor_frame::exit_notice, 0, code);
+  std::string out;
+  detail::append_frame(out, std::string_view(frame).substr(detail::frame_reserve));
+  return {out.begin(), out.end()};
 }
 
 // How long an owned actor that closed its connection has to end before it is killed: it closes
 // it as it exits, so this is only reached by one that lives on without its owner.
 constexpr int owned_actor_exit_ms = 1000;
 
-// Writes a frame whole on a blocking socket, or throws OSError.
-void write_whole(int fd, std::string_view frame) {
-  while (!frame.empty()) {
-    ssize_t n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw OSError(std::string("cannot write to an actor: ") + std::strerror(errno), errno);
-    frame.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
 // Tells a freshly connected actor the way back along which this connection came (routed_from).
 void tell_route(int fd, const std::string& way_back) {
+  auto frame = detail::control_frame(detail::actor_frame::routed_from, 0, way_back);
   try {
-    write_whole(fd, wire_frame(detail::actor_frame::routed_from, way_back));
+    detail::write_reserved_frame(fd, frame);
   } catch (...) {
     ::close(fd);
     throw;

@@ -204,8 +204,8 @@ caf::actor open_session(caf::event_based_actor* self, const caf::actor& peer) {
 }
 
 struct agent_state {
-  // The links of clients, by the route the agent gave each: the way back to the client's host
-  // for refs of its actors (actor_node.hpp).
+  // The links of clients, by the route each proposed (link_request::way_back): the way back to
+  // the client's host for refs of its actors (actor_node.hpp).
   std::map<std::string, caf::actor> routes;
 };
 using agent_actor = caf::stateful_actor<agent_state>;

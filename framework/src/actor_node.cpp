@@ -276,13 +276,18 @@ ActorRef spawn_on_node(const ActorOptions& options, erased_fn init, const std::f
   return ref;
 }
 
-route_scope::route_scope(const ActorRef& to) : previous_(current_route) {
-  if (!is_remote_address(to.address())) return;
-  if (auto peer = peer_for(to); peer && !peer->route().empty()) {
-    route_ = peer->route() + "/";
-    current_route = &route_;
-  }
+namespace {
+
+// The route of this process's link to `to`, an actor on a node; "" for one of this host.
+std::string route_to(const ActorRef& to) {
+  if (!is_remote_address(to.address())) return {};
+  auto peer = peer_for(to);
+  return peer ? peer->route() : std::string();
 }
+
+} // namespace
+
+route_scope::route_scope(const ActorRef& to) : route_scope(route_to(to)) {}
 
 route_scope::route_scope(const std::string& route) : previous_(current_route) {
   if (route.empty()) return;

@@ -38,7 +38,7 @@ public:
   int fd() const { return fd_; }
   const ActorRef& ref() const { return ref_; }
   // For an actor on a node: the link process relaying fd (actor_node.hpp), reaped with the peer,
-  // and the route back to this host the node gave that link ("node!route", or "").
+  // and the route back to this host that link is, at the node ("node!route", or "").
   void own_link(int pidfd, std::string route) {
     link_pidfd_ = pidfd;
     route_ = std::move(route);
